@@ -1,0 +1,55 @@
+"""Small tensor helpers shared by every module: broadcasting and argument checks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def append_dims(x: Tensor, target_ndim: int) -> Tensor:
+    """Append trailing singleton dimensions to `x` until it has `target_ndim` dimensions.
+
+    The one broadcasting helper of the library: a per-sample quantity `t: (B,)` becomes
+    `(B, 1)` against 2-D points and `(B, 1, 1, 1)` against images, so the same update rule
+    serves both.
+    """
+    missing = target_ndim - x.ndim
+    if missing < 0:
+        raise ValueError(f"x has {x.ndim} dimensions, more than target_ndim={target_ndim}")
+    return x[(...,) + (None,) * missing]
+
+
+def batch_time(t: float | Tensor, x: Tensor) -> Tensor:
+    """Return `t` as a `(B,)` tensor on `x`'s device and dtype, for `x: (B, *D)`.
+
+    A Python float or a 0-d tensor is broadcast to every sample; a `(B,)` tensor is checked.
+    """
+    t = torch.as_tensor(t, device=x.device, dtype=x.dtype)
+    if t.ndim == 0:
+        return t.expand(x.shape[0])
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
+    return t
+
+
+def check_positive(name: str, value: float) -> float:
+    """Raise a ValueError naming `name` unless `value` is a finite number > 0."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_time(t: float | Tensor, low: float, high: float, name: str = "t") -> None:
+    """Raise a ValueError naming `name` unless every entry of `t` lies in `[low, high]`.
+
+    A relative slack of 1e-6 absorbs float32 round-off at the ends of a time grid.
+    """
+    t = torch.as_tensor(t)
+    if torch.isnan(t).any():
+        raise ValueError(f"{name} contains NaN")
+    slack = 1e-6 * max(abs(high), 1.0)
+    t_min, t_max = float(t.min()), float(t.max())
+    if t_min < low - slack or t_max > high + slack:
+        raise ValueError(f"{name} must lie in [{low:g}, {high:g}], got values in [{t_min:g}, {t_max:g}]")
