@@ -1,0 +1,40 @@
+# Two commands for a fresh machine (see README.md):
+#   make book   create the environment if needed, then build the HTML book with every chapter executed
+#   make test   the whole test suite: unit tests, every notebook (nbval), the book build, the browser test
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: book test env chromium student clean
+
+env: $(STAMP)
+
+# torch is installed first, pinned to the CPU build, so no dependency pulls the CUDA wheels.
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt torch
+	$(BIN)/python -m pip install -q -c constraints.txt -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps -e .
+	touch $@
+
+# From scratch (--all) with warnings as errors (-W): an incremental build would hide warnings.
+book: env
+	$(BIN)/jupyter-book build . --all -W -n --keep-going
+	@echo "The book is in _build/html/index.html"
+
+# Headless Chromium for the browser test, from Debian's packages (needs root, as on CI).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: env chromium
+	COURSE_PROFILE=ci $(BIN)/python -m pytest
+
+student: env
+	$(BIN)/python -m course_lib.student_version book --out student
+
+clean:
+	rm -rf _build student

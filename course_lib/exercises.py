@@ -1,0 +1,92 @@
+"""Automatic checks that the chapters' exercise cells call.
+
+Each `check_*` function takes the student's function, tests it on random problems against
+an independent answer (autograd or `course_lib`'s closed forms), raises an AssertionError
+that says what is wrong, and prints one line when everything passes.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .distributions import GaussianMixture
+
+_DTYPE = torch.float64
+# float64 round-off over a handful of matrix operations on well-conditioned problems
+_RTOL, _ATOL = 1e-7, 1e-9
+
+
+def _assert_close(name: str, got, expected: Tensor, what: str) -> None:
+    if not torch.is_tensor(got):
+        raise AssertionError(f"{name} must return a torch.Tensor, got {type(got).__name__}")
+    if got.shape != expected.shape:
+        raise AssertionError(f"{name} returned shape {tuple(got.shape)}; expected {tuple(expected.shape)} {what}")
+    if not torch.isfinite(got).all():
+        raise AssertionError(f"{name} returned NaN or Inf {what}")
+    if not torch.allclose(got.to(_DTYPE), expected, rtol=_RTOL, atol=_ATOL):
+        err = (got.to(_DTYPE) - expected).abs().max().item()
+        raise AssertionError(f"{name} is off by up to {err:.3g} {what}")
+
+
+def _random_spd(dim: int, gen: torch.Generator) -> Tensor:
+    a = torch.randn(dim, dim, generator=gen, dtype=_DTYPE)
+    return a @ a.T / dim + 0.5 * torch.eye(dim, dtype=_DTYPE)
+
+
+def check_gaussian_score(gaussian_score: Callable[[Tensor, Tensor, Tensor], Tensor]) -> None:
+    """Exercise: `gaussian_score(x: (B, D), mean: (D,), cov: (D, D)) -> (B, D)`."""
+    gen = torch.Generator().manual_seed(0)
+    for dim in (1, 2, 5):
+        mean = torch.randn(dim, generator=gen, dtype=_DTYPE)
+        cov = _random_spd(dim, gen)
+        x = 3 * torch.randn(16, dim, generator=gen, dtype=_DTYPE)
+        xg = x.clone().requires_grad_(True)
+        logp = torch.distributions.MultivariateNormal(mean, cov).log_prob(xg).sum()
+        (expected,) = torch.autograd.grad(logp, xg)
+        _assert_close("gaussian_score", gaussian_score(x, mean, cov), expected, f"in dimension {dim}")
+    print("gaussian_score agrees with autograd of the Gaussian log-density in dimensions 1, 2 and 5.")
+
+
+def check_curl_2d(curl_2d: Callable[[Callable, Tensor], Tensor]) -> None:
+    """Exercise: `curl_2d(field: (B, 2) -> (B, 2), x: (B, 2)) -> (B,)`, the scalar curl
+    dv_2/dx_1 - dv_1/dx_2 of a planar vector field, by autograd."""
+    gen = torch.Generator().manual_seed(1)
+    x = 2 * torch.randn(32, 2, generator=gen, dtype=_DTYPE)
+    x1, x2 = x.unbind(1)
+    mixture = GaussianMixture(torch.tensor([0.3, 0.7], dtype=_DTYPE),
+                              torch.tensor([[-1.0, 0.0], [1.5, 1.0]], dtype=_DTYPE),
+                              torch.tensor([[[1.0, 0.3], [0.3, 0.5]], [[0.4, 0.0], [0.0, 0.8]]], dtype=_DTYPE))
+    cases = {
+        "the rotation field (-x_2, x_1), whose curl is 2": (lambda y: torch.stack([-y[:, 1], y[:, 0]], 1),
+                                                            torch.full_like(x1, 2.0)),
+        "the field (x_1 x_2^2, x_1^2)": (lambda y: torch.stack([y[:, 0] * y[:, 1] ** 2, y[:, 0] ** 2], 1),
+                                         2 * x1 - 2 * x1 * x2),
+        "the score of a Gaussian mixture, a gradient field": (mixture.score, torch.zeros_like(x1)),
+    }
+    for what, (field, expected) in cases.items():
+        got = curl_2d(field, x.clone())
+        _assert_close("curl_2d", got, expected, f"for {what}")
+        if got.requires_grad:
+            raise AssertionError("curl_2d should return a tensor detached from the graph")
+    print("curl_2d is right on a rotation, a polynomial field and a mixture's score (curl 0).")
+
+
+def check_mixture_score(mixture_score: Callable[[Tensor, Tensor, Tensor, float], Tensor]) -> None:
+    """Exercise: `mixture_score(x: (B, D), weights: (K,), means: (K, D), std: float) -> (B, D)`
+    for the isotropic mixture sum_k w_k N(mu_k, std^2 I), stable far from every mode."""
+    gen = torch.Generator().manual_seed(2)
+    k, dim, std = 4, 2, 0.5
+    weights = torch.softmax(torch.randn(k, generator=gen, dtype=_DTYPE), 0)
+    means = 3 * torch.randn(k, dim, generator=gen, dtype=_DTYPE)
+    covs = (std**2 * torch.eye(dim, dtype=_DTYPE)).expand(k, dim, dim)
+    exact = GaussianMixture(weights, means, covs)
+    near = 3 * torch.randn(64, dim, generator=gen, dtype=_DTYPE)
+    far = torch.tensor([[200.0, -150.0], [-1e3, 1e3]], dtype=_DTYPE)
+    _assert_close("mixture_score", mixture_score(near, weights, means, std), exact.score(near),
+                  "near the modes")
+    _assert_close("mixture_score", mixture_score(far, weights, means, std), exact.score(far),
+                  "far from every mode (hint: compute responsibilities with a softmax of log-terms)")
+    print("mixture_score matches the closed form near the modes and stays exact far away from them.")
