@@ -106,6 +106,8 @@ class VPSDE(SDE):
         if beta_max <= beta_min:
             raise ValueError(f"beta_max must exceed beta_min, got {beta_max} <= {beta_min}")
         self.eps = check_positive("eps", eps)
+        if self.eps >= self.T:
+            raise ValueError(f"eps must be below T={self.T}, got {eps}")
 
     def __repr__(self):
         return f"{type(self).__name__}(beta_min={self.beta_0}, beta_max={self.beta_1}, eps={self.eps})"
@@ -185,6 +187,8 @@ class VESDE(SDE):
         if sigma_max <= sigma_min:
             raise ValueError(f"sigma_max must exceed sigma_min, got {sigma_max} <= {sigma_min}")
         self.eps = check_positive("eps", eps)
+        if self.eps >= self.T:
+            raise ValueError(f"eps must be below T={self.T}, got {eps}")
         self.log_ratio = math.log(self.sigma_max / self.sigma_min)
 
     def __repr__(self):
