@@ -74,6 +74,8 @@ class GaussianMixture:
         if not torch.is_tensor(x) or x.ndim != 2 or x.shape[1] != self.dim:
             shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"x must be a tensor of shape (B, D={self.dim}), got {shape}")
+        if not x.is_floating_point():
+            raise ValueError(f"x must be a floating-point tensor, got {x.dtype} (write 1.0, not 1)")
 
     def _terms(self, x: Tensor, alpha: Tensor, sigma: Tensor):
         """Per-component quantities of sum_k w_k N(x; alpha mu_k, alpha^2 S_k + sigma^2 I).

@@ -22,6 +22,8 @@ _RTOL, _ATOL = 1e-7, 1e-9
 def _assert_close(name: str, got, expected: Tensor, what: str) -> None:
     if not torch.is_tensor(got):
         raise AssertionError(f"{name} must return a torch.Tensor, got {type(got).__name__}")
+    if got.dtype != expected.dtype:
+        raise AssertionError(f"{name} returned {got.dtype}; keep the inputs' dtype ({expected.dtype})")
     if got.shape != expected.shape:
         raise AssertionError(f"{name} returned shape {tuple(got.shape)}; expected {tuple(expected.shape)} {what}")
     if not torch.isfinite(got).all():
@@ -47,7 +49,7 @@ def check_gaussian_score(gaussian_score: Callable[[Tensor, Tensor, Tensor], Tens
         logp = torch.distributions.MultivariateNormal(mean, cov).log_prob(xg).sum()
         (expected,) = torch.autograd.grad(logp, xg)
         _assert_close("gaussian_score", gaussian_score(x, mean, cov), expected, f"in dimension {dim}")
-    print("gaussian_score agrees with autograd of the Gaussian log-density in dimensions 1, 2 and 5.")
+    print("Correct: gaussian_score = autograd of log N(x; mean, cov), D = 1, 2, 5.")
 
 
 def check_curl_2d(curl_2d: Callable[[Callable, Tensor], Tensor]) -> None:
@@ -71,22 +73,26 @@ def check_curl_2d(curl_2d: Callable[[Callable, Tensor], Tensor]) -> None:
         _assert_close("curl_2d", got, expected, f"for {what}")
         if got.requires_grad:
             raise AssertionError("curl_2d should return a tensor detached from the graph")
-    print("curl_2d is right on a rotation, a polynomial field and a mixture's score (curl 0).")
+    print("Correct: curl_2d is right on a rotation, a polynomial and a score field.")
 
 
 def check_mixture_score(mixture_score: Callable[[Tensor, Tensor, Tensor, float], Tensor]) -> None:
     """Exercise: `mixture_score(x: (B, D), weights: (K,), means: (K, D), std: float) -> (B, D)`
     for the isotropic mixture sum_k w_k N(mu_k, std^2 I), stable far from every mode."""
     gen = torch.Generator().manual_seed(2)
-    k, dim, std = 4, 2, 0.5
-    weights = torch.softmax(torch.randn(k, generator=gen, dtype=_DTYPE), 0)
-    means = 3 * torch.randn(k, dim, generator=gen, dtype=_DTYPE)
-    covs = (std**2 * torch.eye(dim, dtype=_DTYPE)).expand(k, dim, dim)
-    exact = GaussianMixture(weights, means, covs)
-    near = 3 * torch.randn(64, dim, generator=gen, dtype=_DTYPE)
-    far = torch.tensor([[200.0, -150.0], [-1e3, 1e3]], dtype=_DTYPE)
-    _assert_close("mixture_score", mixture_score(near, weights, means, std), exact.score(near),
-                  "near the modes")
-    _assert_close("mixture_score", mixture_score(far, weights, means, std), exact.score(far),
-                  "far from every mode (hint: compute responsibilities with a softmax of log-terms)")
-    print("mixture_score matches the closed form near the modes and stays exact far away from them.")
+    for k, dim, std in ((4, 2, 0.5), (3, 1, 1.5), (1, 3, 0.7), (5, 3, 0.3)):
+        weights = torch.softmax(torch.randn(k, generator=gen, dtype=_DTYPE), 0)
+        means = 3 * torch.randn(k, dim, generator=gen, dtype=_DTYPE)
+        covs = (std**2 * torch.eye(dim, dtype=_DTYPE)).expand(k, dim, dim)
+        exact = GaussianMixture(weights, means, covs)
+        near = 3 * torch.randn(64, dim, generator=gen, dtype=_DTYPE)
+        far = 1e3 * torch.randn(2, dim, generator=gen, dtype=_DTYPE)
+        where = f"(K={k}, D={dim})"
+        for x, place in ((near, "near the modes"), (far, "far from every mode")):
+            inputs = (x.clone(), weights.clone(), means.clone())
+            got = mixture_score(*inputs, std)
+            if not all(torch.equal(a, b) for a, b in zip(inputs, (x, weights, means))):
+                raise AssertionError("mixture_score must not modify its inputs in place")
+            hint = " (hint: a softmax of log-terms)" if place.startswith("far") else ""
+            _assert_close("mixture_score", got, exact.score(x), f"{place} {where}{hint}")
+    print("Correct: mixture_score is exact near the modes and far from them.")
