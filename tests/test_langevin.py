@@ -1,0 +1,91 @@
+"""Langevin dynamics against closed forms: the biased stationary law of ULA on a Gaussian,
+the collapse of noiseless gradient ascent, and annealing across separated modes."""
+
+import math
+
+import pytest
+import torch
+
+from course_lib.distributions import GaussianMixture
+from course_lib.langevin import annealed_langevin, langevin_dynamics
+
+
+def test_ula_stationary_variance_is_the_biased_closed_form():
+    """For N(0, s2) the move x' = x + (eta/2)(-x/s2) + sqrt(eta) z is AR(1), x' = a x + sqrt(eta) z
+    with a = 1 - eta / (2 s2); its stationary variance is v = eta / (1 - a^2) = s2 / (1 - eta / (4 s2)),
+    above s2: the discretization bias of unadjusted Langevin."""
+    s2 = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    eta, n = 0.5, 20_000
+    gen = torch.Generator().manual_seed(0)
+    x = langevin_dynamics(lambda x: -x / s2, torch.zeros(n, 2, dtype=torch.float64), step_size=eta,
+                          n_steps=60, generator=gen)  # a^(2*60) <= 0.75^120 ~ 1e-15: burn-in complete
+    v = s2 / (1 - eta / (4 * s2))
+    var_se = v * math.sqrt(2 / (n - 1))  # SE of a Gaussian sample variance
+    assert ((x.var(0) - v).abs() < 4 * var_se).all(), (x.var(0), v)
+    assert ((x.var(0) - s2).abs() > 4 * var_se).all()  # the bias is resolved, not hidden in noise
+    assert (x.mean(0).abs() < 4 * (v / n).sqrt()).all()
+
+
+def test_noiseless_gradient_ascent_collapses_to_the_mode():
+    """Without noise the same update is x_k = a^k x_0 exactly: every chain goes to the mode 0 and
+    the spread vanishes, whereas Langevin keeps the variance s2 / (1 - eta / (4 s2))."""
+    s2, eta, k = 1.0, 0.5, 60
+    x0 = torch.randn(1000, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 3
+    x = langevin_dynamics(lambda x: -x / s2, x0, step_size=eta, n_steps=k, temperature=0.0)
+    torch.testing.assert_close(x, (1 - eta / (2 * s2)) ** k * x0, rtol=1e-12, atol=1e-300)
+    assert x.var(0).max() < 1e-12
+
+
+def mixture() -> GaussianMixture:
+    """Song & Ermon's (2019, Fig. 3) example: weights 0.2 / 0.8 at (-5, -5) and (5, 5), unit covariance."""
+    eye = torch.eye(2, dtype=torch.float64)
+    return GaussianMixture(torch.tensor([0.2, 0.8], dtype=torch.float64),
+                           torch.tensor([[-5.0, -5.0], [5.0, 5.0]], dtype=torch.float64), torch.stack([eye, eye]))
+
+
+def noised_score(mix: GaussianMixture):
+    """Exact score of p_sigma = p * N(0, sigma^2 I); one sigma per call, as the sampler uses it."""
+    return lambda x, sigma: mix.perturbed(1.0, float(sigma[0])).score(x)
+
+
+def test_annealed_langevin_recovers_weights_where_plain_langevin_cannot():
+    mix, n = mixture(), 2000
+    gen = torch.Generator().manual_seed(2)
+    weight_se = math.sqrt(0.8 * 0.2 / n)  # binomial SE of the fraction in the heavy mode
+    # annealed: a geometric ladder from sigma = 20 (modes merged) to 0.1, from uniform noise
+    sigmas = torch.exp(torch.linspace(math.log(20.0), math.log(0.1), 10, dtype=torch.float64))
+    x0 = 8 * (2 * torch.rand(n, 2, generator=gen, dtype=torch.float64) - 1)
+    x = annealed_langevin(noised_score(mix), x0, sigmas, eps=5e-3, n_steps_each=100, generator=gen)
+    heavy = (x.sum(1) > 0).double().mean()
+    assert abs(heavy - 0.8) < 4 * weight_se, heavy
+    # plain Langevin on p itself from the light mode: the 14-unit gap between unit-variance
+    # modes is never crossed (the density between them is ~e^-24 of the peaks)
+    start = torch.tensor([-5.0, -5.0], dtype=torch.float64) + torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    x = langevin_dynamics(mix.score, start, step_size=0.1, n_steps=1000, generator=gen)
+    heavy = (x.sum(1) > 0).double().mean()
+    assert heavy < 0.8 - 20 * weight_se, heavy
+    assert x.var(0).min() > 0.5  # but it did sample the light mode (unit variance) locally
+
+
+def test_final_denoise_is_tweedie():
+    """The last step x + sigma_L^2 s(x, sigma_L) is E[x_0 | x]: for one Gaussian N(m, c I) it is
+    m + c / (c + sigma^2) (x - m), whose spread is sqrt(c / (c + sigma^2)) of x's."""
+    sigma, m, c = 0.5, 1.0, 1.0
+    score = lambda x, s: -(x - m) / (c + s[:, None] ** 2)  # noqa: E731
+    x0 = torch.randn(500, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    # eps = 1e-300 makes the one Langevin move a no-op in float64 (its noise is 1e-150), so
+    # only the denoising step acts on x0
+    x = annealed_langevin(score, x0, torch.tensor([sigma], dtype=torch.float64), n_steps_each=1, eps=1e-300)
+    torch.testing.assert_close(x, m + c / (c + sigma**2) * (x0 - m), rtol=1e-12, atol=1e-12)
+
+
+def test_bad_arguments_raise():
+    x = torch.zeros(3, 2)
+    with pytest.raises(ValueError):
+        langevin_dynamics(lambda x: x, x, step_size=0.0, n_steps=1)
+    with pytest.raises(ValueError):
+        langevin_dynamics(lambda x: x, x, step_size=0.1, n_steps=0)
+    with pytest.raises(ValueError):
+        annealed_langevin(lambda x, s: x, x, torch.tensor([0.1, 1.0]))  # increasing
+    with pytest.raises(ValueError):
+        annealed_langevin(lambda x, s: x, x, torch.tensor([1.0, 0.0]))  # not positive
