@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .samplers import NFECounter, check_grid, langevin_corrector, reverse_diffusion_step
+from .samplers import check_grid, predictor_corrector, reverse_diffusion_step
 from .sde import SDE
 from .utils import batch_time
 
@@ -73,10 +73,7 @@ def inpaint(score_fn: ScoreFn, sde: SDE, x_known: Tensor, mask: Tensor, ts: Tens
     (predictor only, for a 2-D Gaussian with correlation 0.8 it recovers ~60 % of the conditional mean shift
     and leaves the variance at 0.50 instead of 0.36; tests/test_guidance.py)."""
     check_grid(sde, ts)
-    if not isinstance(n_corrector_steps, int) or n_corrector_steps < 0:
-        raise ValueError(f"n_corrector_steps must be an integer >= 0, got {n_corrector_steps!r}")
     mask = _check_mask(mask, x_known)
-    score = NFECounter(score_fn)
 
     def replace(x: Tensor, t: Tensor) -> Tensor:
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -84,16 +81,7 @@ def inpaint(score_fn: ScoreFn, sde: SDE, x_known: Tensor, mask: Tensor, ts: Tens
 
     x = sde.prior_sampling(x_known.shape, generator=generator, device=x_known.device, dtype=x_known.dtype)
     x = replace(x, batch_time(ts[0], x))
-    n = len(ts) - 1
-    for i in range(n):
-        t, s = batch_time(ts[i], x), batch_time(ts[i + 1], x)
-        if n_corrector_steps > 0:
-            alpha = torch.exp(2.0 * (sde.marginal_log_mean_coeff(t) - sde.marginal_log_mean_coeff(s)))
-            x, _ = langevin_corrector(score, sde, x, t, snr=snr, n_steps=n_corrector_steps,
-                                      alpha=alpha, generator=generator)
-            x = replace(x, t)
-        x, x_mean = predictor(score, sde, x, t, s, generator=generator)
-        x = mask * x_known + (1 - mask) * x_mean if i == n - 1 else replace(x, s)
-        if callback is not None:
-            callback({"i": i, "t": ts[i + 1], "x": x, "nfe": score.nfe})
-    return x
+    x = predictor_corrector(score_fn, sde, x, ts, predictor=predictor, snr=snr,
+                            n_corrector_steps=n_corrector_steps, generator=generator,
+                            callback=callback, project=replace)
+    return mask * x_known + (1 - mask) * x

@@ -121,11 +121,13 @@ def langevin_corrector(score_fn: ScoreFn, sde: SDE, x: Tensor, t: Tensor | float
 
 def predictor_corrector(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *,
                         predictor=reverse_diffusion_step, snr: float = 0.16, n_corrector_steps: int = 1,
-                        generator=None, callback=None) -> Tensor:
+                        generator=None, callback=None, project=None) -> Tensor:
     """Predictor-corrector sampling (Song et al., 2021, Alg. 1): at each t_i, `n_corrector_steps`
     Langevin moves at t_i, then one `predictor` step (e.g. `reverse_diffusion_step`,
     `euler_maruyama_step`) to t_{i+1}; 0 corrector steps is the plain predictor.
     The last step returns the predictor's mean (no noise injected at t = eps).
+    `project(x, t) -> x`, if given, is applied after the correctors and after every predictor
+    step, at the time x has reached (inpainting's replacement of known coordinates uses it).
     NFE = (len(ts) - 1) (1 + n_corrector_steps)."""
     check_grid(sde, ts)
     if not isinstance(n_corrector_steps, int) or n_corrector_steps < 0:
@@ -138,9 +140,11 @@ def predictor_corrector(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *,
             alpha = torch.exp(2.0 * (sde.marginal_log_mean_coeff(t) - sde.marginal_log_mean_coeff(s)))
             x, _ = langevin_corrector(score, sde, x, t, snr=snr, n_steps=n_corrector_steps,
                                       alpha=alpha, generator=generator)
+            x = x if project is None else project(x, t)
         x, x_mean = predictor(score, sde, x, t, s, generator=generator)
         if i == n - 1:
             x = x_mean
+        x = x if project is None else project(x, s)
         _emit(callback, i, ts[i + 1], x, score.nfe, x_mean=x_mean)
     return x
 
