@@ -219,15 +219,17 @@ class VESDE(SDE):
         return torch.exp(torch.linspace(math.log(self.sigma_max), math.log(self.sigma_min), n, dtype=torch.float64))
 
 
-def reverse_drift(sde: SDE, score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
+def reverse_drift(sde: SDE, score_fn: ScoreFn, x: Tensor, t: Tensor | float) -> Tensor:
     """Drift of Anderson's (1982) reverse-time SDE, f(x, t) - g(t)^2 score(x, t), run
-    backward in time: dx = [f - g^2 score] dt + g dw-bar."""
+    backward in time: dx = [f - g^2 score] dt + g dw-bar. `t`: (B,) or a float."""
+    t = batch_time(t, x)
     g2 = append_dims(sde.diffusion(t) ** 2, x.ndim)
     return sde.drift(x, t) - g2 * score_fn(x, t)
 
 
-def probability_flow_drift(sde: SDE, score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
+def probability_flow_drift(sde: SDE, score_fn: ScoreFn, x: Tensor, t: Tensor | float) -> Tensor:
     """Velocity of the probability-flow ODE, dx/dt = f(x, t) - g(t)^2 score(x, t) / 2,
-    whose solutions share the SDE's marginals p_t (Song et al., 2021, eq. 13)."""
+    whose solutions share the SDE's marginals p_t (Song et al., 2021, eq. 13). `t`: (B,) or a float."""
+    t = batch_time(t, x)
     g2 = append_dims(sde.diffusion(t) ** 2, x.ndim)
     return sde.drift(x, t) - 0.5 * g2 * score_fn(x, t)

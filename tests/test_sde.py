@@ -162,8 +162,35 @@ def test_check_time(sde):
     sde.check_time(sde.eps)
     sde.check_time(torch.tensor([sde.eps, 0.5, sde.T]))
     for bad in [0.0, 1.5, torch.tensor([0.5, 1.2]), torch.tensor([0.5, float("nan")])]:
-        with pytest.raises(ValueError, match="t"):
+        with pytest.raises(ValueError, match="must lie in|NaN"):
             sde.check_time(bad)
+
+
+def test_check_time_slack_is_relative_to_each_end():
+    """The slack absorbs float32 round-off of the grid ends, and no more: at VE's eps = 1e-5 it is
+    1e-6 * eps = 1e-11, so t = 0.9e-5 (10 % below eps) is refused."""
+    ve = VESDE()
+    for ok in [torch.tensor(1e-5, dtype=torch.float32),    # float32(1e-5) = 1e-5 (1 - 2.5e-8)
+               torch.tensor([1e-5, 1.0], dtype=torch.float32), 1.0 + 5e-7]:
+        ve.check_time(ok)
+    for bad in [0.9e-5, 1e-5 * (1 - 1e-5), 1.0 + 2e-6]:
+        with pytest.raises(ValueError, match="must lie in"):
+            ve.check_time(bad)
+
+
+@pytest.mark.parametrize("sde", SDES[:3], ids=ids)
+@pytest.mark.parametrize("drift", [reverse_drift, probability_flow_drift])
+def test_drifts_broadcast_a_float_time(sde, drift):
+    """A float t is broadcast to (B,), as a tensor t would be; the score sees t: (B,)."""
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(3))
+    seen = []
+
+    def score_fn(x, t):
+        seen.append(t.shape)
+        return -x
+    expected = drift(sde, score_fn, x, torch.full((4,), 0.5))
+    torch.testing.assert_close(drift(sde, score_fn, x, 0.5), expected, rtol=0, atol=0)
+    assert seen == [(4,), (4,)]
 
 
 @pytest.mark.parametrize("sde", SDES[:3], ids=ids)
