@@ -30,6 +30,15 @@ def _check_x(x: Tensor, exact_ndim: int | None = None) -> None:
         raise ValueError(f"x must be a floating tensor of shape {allowed}, got {shape}")
 
 
+def _checked_score(s: Tensor, x: Tensor) -> Tensor:
+    """`s` unchanged if it has x's shape, else a ValueError naming score_fn (a (B, 1) score
+    would broadcast against x: (B, D) into a finite but wrong loss)."""
+    if not torch.is_tensor(s) or s.shape != x.shape:
+        shape = tuple(s.shape) if torch.is_tensor(s) else type(s).__name__
+        raise ValueError(f"score_fn must return a tensor of x's shape {tuple(x.shape)}, got {shape}")
+    return s
+
+
 def _randn(x: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
@@ -52,7 +61,7 @@ def implicit_score_matching_loss(score_fn: Callable[[Tensor], Tensor], x: Tensor
     _check_x(x, exact_ndim=2)
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        s = score_fn(x)
+        s = _checked_score(score_fn(x), x)
         trace = torch.zeros_like(s[:, 0])
         for i in range(x.shape[1]):
             (grad_i,) = torch.autograd.grad(s[:, i].sum(), x, create_graph=True)
@@ -88,7 +97,7 @@ def sliced_score_matching_loss(score_fn: Callable[[Tensor], Tensor], x: Tensor, 
     with torch.enable_grad():
         x_rep = x.detach().repeat(n_projections, *([1] * (x.ndim - 1))).requires_grad_(True)
         v = projection(x_rep) if generator is None else projection(x_rep, generator=generator)
-        s = score_fn(x_rep)
+        s = _checked_score(score_fn(x_rep), x_rep)
         v_s = (v * s).flatten(1).sum(1)
         (jt_v,) = torch.autograd.grad(v_s.sum(), x_rep, create_graph=True)  # J^T v per sample
         v_j_v = (v * jt_v).flatten(1).sum(1)
@@ -119,7 +128,7 @@ def denoising_score_matching_loss(score_fn: Callable[[Tensor], Tensor], x: Tenso
     _check_x(x)
     sigma = _as_positive("sigma", sigma)
     z = _randn(x, generator)
-    s = score_fn(x + sigma * z)
+    s = _checked_score(score_fn(x + sigma * z), x)
     return 0.5 * _sq_norm(s + z / sigma).mean()
 
 
@@ -140,7 +149,7 @@ def ncsn_loss(score_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, sigmas: T
     idx = torch.randint(0, sigmas.numel(), (x.shape[0],), generator=generator, device=x.device)
     sigma = sigmas.to(device=x.device, dtype=x.dtype)[idx]
     z = _randn(x, generator)
-    s = score_fn(x + append_dims(sigma, x.ndim) * z, sigma)
+    s = _checked_score(score_fn(x + append_dims(sigma, x.ndim) * z, sigma), x)
     # lambda(sigma) ||s + z / sigma||^2 = ||sigma s + z||^2
     return 0.5 * _sq_norm(append_dims(sigma, x.ndim) * s + z).mean()
 
@@ -211,7 +220,11 @@ def dsm_loss(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, x: Tensor, 
 
         J(s) = E_{t ~ U[eps, T]}[ lambda(t) E_{x_0, z} ||s(x_t, t) + z / sigma(t)||^2 ] / 2,
 
-    x_t = alpha(t) x_0 + sigma(t) z. `weighting(sde, t) -> lambda(t): (B,)`, e.g.
+    x_t = alpha(t) x_0 + sigma(t) z. It is an average over t ~ U[eps, T], not an integral: with
+    `likelihood_weighting` it equals the term (1/2) int_eps^T g(t)^2 E||s(x_t, t) - grad log
+    p_{0t}(x_t | x_0)||^2 dt of Song, Durkan, Murray & Ermon's (2021) likelihood bound divided by
+    (T - eps); the bound itself adds terms that do not depend on s (the gap between denoising and
+    explicit score matching, and the prior's). `weighting(sde, t) -> lambda(t): (B,)`, e.g.
     `std_squared_weighting` or `likelihood_weighting`. With `importance_sampling=True`, t is drawn
     from q(t) proportional to g(t)^2 / sigma(t)^2 (`importance_sample_time`) and each term is
     divided by (T - eps) q(t): the same expectation, with lower variance for
@@ -232,6 +245,6 @@ def dsm_loss(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, x: Tensor, 
         ratio = torch.ones_like(t)
     z = _randn(x, generator)
     sigma = sde.marginal_std(t)
-    s = score_fn(sde.perturb(x, t, z), t)
+    s = _checked_score(score_fn(sde.perturb(x, t, z), t), x)
     per_sample = _sq_norm(s + z / append_dims(sigma, x.ndim))
     return 0.5 * (weighting(sde, t) * ratio * per_sample).mean()

@@ -8,6 +8,7 @@ implementation fails one comparison with probability below 1e-5.
 import math
 
 import pytest
+import scipy.integrate
 import torch
 
 from course_lib.distributions import GaussianMixture
@@ -159,10 +160,11 @@ def test_exact_marginal_score_minimizes_dsm_loss(perturb, weighting):
     assert worse > exact
 
 
-@pytest.mark.parametrize("sde", [VPSDE(eps=1e-2), VESDE(sigma_max=5.0, eps=1e-2)])
+@pytest.mark.parametrize("sde", [VPSDE(eps=1e-2), VESDE(sigma_max=5.0, eps=1e-2), VPSDE(eps=0.3)], ids=repr)
 def test_importance_sampling_keeps_the_expectation(sde):
     # same expectation with t ~ U[eps, T] and t ~ q, q proportional to g^2 / sigma^2, under the
-    # likelihood weighting; independent batches, so the SEs add in quadrature
+    # likelihood weighting; independent batches, so the SEs add in quadrature. At eps = 0.3 a
+    # dropped (T - eps) in the ratio would scale the weighted estimate by 1 / 0.7
     score_fn = lambda y, t: 0.9 * MIXTURE.marginal_score(y, t, sde)
     plain, weighted = [], []
     for r in range(100):
@@ -172,10 +174,64 @@ def test_importance_sampling_keeps_the_expectation(sde):
                                        generator=gen(700 + r))))
     (m1, se1), (m2, se2) = paired_mean_and_se(plain), paired_mean_and_se(weighted)
     assert abs(m1 - m2) < N_SE * math.hypot(se1, se2)
-    if isinstance(sde, VPSDE):
+    if isinstance(sde, VPSDE) and sde.eps < 0.1:
         # g^2 / sigma^2 ~ 1/t near 0 makes the plain estimator heavy-tailed; sampling t from it
         # leaves the bounded sigma^2 ||s + z / sigma||^2: a much smaller spread
         assert se2 < 0.5 * se1
+
+
+# -- closed forms with the zero score ------------------------------------------------------------
+# With s = 0 the loss no longer depends on x: ||s + z / sigma||^2 = ||z||^2 / sigma^2, E||z||^2 = D.
+# The loss is a mean over the batch, so its standard error is read off R independent batches.
+D, BATCH, REPEATS = 3, 2048, 40
+
+
+def zero_score(y, t):
+    return torch.zeros_like(y)
+
+
+def batch_mean_and_se(loss_of_batch) -> tuple[float, float]:
+    return paired_mean_and_se([float(loss_of_batch(gen(900 + r))) for r in range(REPEATS)])
+
+
+def test_ncsn_loss_of_zero_score_is_half_the_dimension():
+    # lambda(sigma) ||0 + z / sigma||^2 / 2 = ||z||^2 / 2 at every sigma: expectation D / 2. With
+    # lambda = 1 it would be D / 2 E[1 / sigma^2] = 7 D / 2 here, without the 1/2 it would be D.
+    x = torch.zeros(BATCH, D, dtype=F64)
+    sigmas = torch.tensor([1.0, 0.5, 0.25], dtype=F64)
+    mean, se = batch_mean_and_se(lambda g: ncsn_loss(zero_score, x, sigmas, generator=g))
+    # ||z||^2 / 2 has std sqrt(2 D) / 2 = 1.22: se ~ 1.22 / sqrt(BATCH * REPEATS) = 0.004; 4.5 estimated
+    # standard errors (t distribution, 39 degrees of freedom): a 6e-5 chance of failing by bad luck
+    assert abs(mean - D / 2) < N_SE * se
+
+
+def weight_over_variance(sde, weighting):
+    """lambda(t) / sigma(t)^2 written from the SDE's own g and sigma, independently of the library's
+    weighting functions: 1 for sigma^2, g^2 / sigma^2 for the likelihood weighting."""
+    if weighting is std_squared_weighting:
+        return lambda t: 1.0
+
+    def ratio(t):
+        t = torch.tensor([t], dtype=F64)
+        return float(sde.diffusion(t) ** 2 / sde.marginal_std(t) ** 2)
+    return ratio
+
+
+@pytest.mark.parametrize("importance_sampling", [False, True], ids=["uniform-t", "importance-t"])
+@pytest.mark.parametrize("weighting", [std_squared_weighting, likelihood_weighting], ids=["sigma2", "g2"])
+@pytest.mark.parametrize("sde", [VPSDE(), VPSDE(eps=0.3), VESDE(), VESDE(sigma_max=5.0, eps=0.3)], ids=repr)
+def test_dsm_loss_of_zero_score_matches_quadrature(sde, weighting, importance_sampling):
+    # E_{t ~ U[eps, T]}[lambda(t) E||z||^2 / sigma(t)^2] / 2 = (D / 2) int_eps^T lambda / sigma^2 dt / (T - eps).
+    # eps = 0.3 makes a dropped (T - eps) in the importance ratio a 30 % error instead of 0.1 %.
+    integral, _ = scipy.integrate.quad(weight_over_variance(sde, weighting), sde.eps, sde.T,
+                                       points=[min(10 * sde.eps, 0.5)], limit=200)
+    expected = D / 2 * integral / (sde.T - sde.eps)
+    x = torch.zeros(BATCH, D, dtype=F64)
+    mean, se = batch_mean_and_se(lambda g: dsm_loss(zero_score, sde, x, weighting=weighting,
+                                                    importance_sampling=importance_sampling, generator=g))
+    # quad's error is ~1e-10, far below se; 4.5 standard errors estimated from REPEATS batch means
+    # (nearly normal by the CLT; t distribution, 39 degrees of freedom: a 6e-5 chance of failing by bad luck)
+    assert se > 0 and abs(mean - expected) < N_SE * se, (mean, expected, se)
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -200,3 +256,17 @@ def test_bad_input_names_the_argument():
         sliced_score_matching_loss(score, x, n_projections=0)
     with pytest.raises(ValueError, match="projection"):
         sliced_score_matching_loss(score, x, projection="gaussian")
+
+
+@pytest.mark.parametrize("loss", [
+    lambda bad: implicit_score_matching_loss(lambda y: bad(y), torch.randn(8, 2, dtype=F64)),
+    lambda bad: sliced_score_matching_loss(lambda y: bad(y), torch.randn(8, 2, dtype=F64)),
+    lambda bad: denoising_score_matching_loss(lambda y: bad(y), torch.randn(8, 2, dtype=F64), 0.5),
+    lambda bad: ncsn_loss(lambda y, s: bad(y), torch.randn(8, 2, dtype=F64), torch.tensor([1.0, 0.5])),
+    lambda bad: dsm_loss(lambda y, t: bad(y), VPSDE(), torch.randn(8, 2, dtype=F64)),
+], ids=["implicit", "sliced", "denoising", "ncsn", "dsm"])
+@pytest.mark.parametrize("bad", [lambda y: -y[:, :1], lambda y: -y.sum(1)], ids=["(B,1)", "(B,)"])
+def test_score_of_the_wrong_shape_names_score_fn(loss, bad):
+    # a (B, 1) score would broadcast against (B, 2) into a finite but meaningless loss
+    with pytest.raises(ValueError, match="score_fn"):
+        loss(bad)
