@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,9 +119,22 @@ def _rng_states(state: TrainState) -> dict:
 def save_checkpoint(path: str | Path, state: TrainState, config: TrainConfig) -> Path:
     """torch.save of {model, ema, optimizer, step, rng (torch CPU/CUDA, data and loss
     generators, as uint8 tensors), loss_history, config}: tensors and plain containers only,
-    so `torch.load(..., weights_only=True)` reads it."""
+    so `torch.load(..., weights_only=True)` reads it. The file is written under a temporary name
+    in the same folder and renamed (`os.replace`, atomic), so an interrupted write never leaves a
+    corrupt checkpoint under `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        _save_to(tmp, state, config)
+        os.replace(tmp, path)
+    except BaseException:  # KeyboardInterrupt too: remove the partial file, keep the error
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _save_to(file: Path, state: TrainState, config: TrainConfig) -> None:
     torch.save({
         "model": state.model.state_dict(),
         "ema": None if state.ema_model is None else state.ema_model.state_dict(),
@@ -129,13 +143,32 @@ def save_checkpoint(path: str | Path, state: TrainState, config: TrainConfig) ->
         "rng": _rng_states(state),
         "loss_history": list(state.loss_history),
         "config": dataclasses.asdict(config),
-    }, path)
-    return path
+    }, file)
 
 
-def load_checkpoint(path: str | Path, state: TrainState) -> TrainState:
-    """Restore a `save_checkpoint` file into `state` (in place) with weights_only loading."""
+# fields that leave the sequence of parameters unchanged: a resumed run may change them freely
+_BOOKKEEPING_FIELDS = ("steps", "checkpoint_every", "checkpoint_dir", "log_every")
+
+
+def _check_same_trajectory(saved: dict, config: TrainConfig) -> None:
+    """ValueError naming the first field, other than steps and bookkeeping, where the checkpoint's
+    config and `config` differ: resuming with it would not continue the saved run."""
+    for f in dataclasses.fields(config):
+        if f.name in _BOOKKEEPING_FIELDS:
+            continue
+        if f.name not in saved or saved[f.name] != getattr(config, f.name):
+            raise ValueError(f"config.{f.name}={getattr(config, f.name)!r} differs from the checkpoint's "
+                             f"{saved.get(f.name)!r}; resuming with it would not continue the saved run "
+                             f"(only {', '.join(_BOOKKEEPING_FIELDS)} may change)")
+
+
+def load_checkpoint(path: str | Path, state: TrainState, config: TrainConfig | None = None) -> TrainState:
+    """Restore a `save_checkpoint` file into `state` (in place) with weights_only loading. With
+    `config`, first check that it continues the saved run: a ValueError names any field other than
+    steps, checkpoint_every, checkpoint_dir and log_every that differs from the saved config."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if config is not None:
+        _check_same_trajectory(ckpt["config"], config)
     state.model.load_state_dict(ckpt["model"])
     if (ckpt["ema"] is None) != (state.ema_model is None):
         raise ValueError("the checkpoint's EMA model and config.ema_decay disagree (one is None)")
@@ -188,15 +221,19 @@ def train(model: nn.Module, loss_fn: LossFn, data, config: TrainConfig, *, devic
     EMA copy to update (default: a deep copy of `model` when `config.ema_decay` is set).
     `device`: where the model and each batch go (default `runtime.get_device()`).
     `resume`: a checkpoint of `save_checkpoint`; the run then continues from its step, and on
-    the CPU reproduces an uninterrupted run bit for bit. Returns the `TrainState`.
+    the CPU reproduces an uninterrupted run bit for bit. Its config must match `config` except in
+    steps, checkpoint_every, checkpoint_dir and log_every (ValueError naming the field). Returns the `TrainState`.
     """
     _check_data(data)
+    if ema_model is not None and config.ema_decay is None:
+        raise ValueError("ema_model was given but config.ema_decay is None; set config.ema_decay "
+                         "(e.g. 0.999) or leave ema_model out")
     if not callable(loss_fn):
         raise ValueError(f"loss_fn must be a callable loss_fn(model, batch, generator), got {loss_fn!r}")
     device = torch.device(device) if device is not None else get_device()
     state = _init_state(model, config, device, ema_model)
     if resume is not None:
-        load_checkpoint(resume, state)
+        load_checkpoint(resume, state, config)
     model.train()
     bar = tqdm(total=config.steps, initial=state.step, disable=not progress, desc="training")
     pending: list[Tensor] = []

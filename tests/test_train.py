@@ -1,5 +1,6 @@
 """The training loop: exact resume, EMA, validation, and a score network that learns a mixture."""
 
+import copy
 import time
 
 import pytest
@@ -78,6 +79,48 @@ def test_same_seed_same_run_and_checkpoints_are_written(tmp_path):
     assert runs[0].loss_history == runs[1].loss_history and len(runs[0].loss_history) == 6
     assert runs[0].ema_model is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_0000004.pt", "step_0000006.pt"]
+
+
+def test_an_interrupted_checkpoint_write_leaves_no_corrupt_file(tmp_path, monkeypatch):
+    config = TrainConfig(steps=4, batch_size=8, ema_decay=None, checkpoint_every=2, checkpoint_dir=str(tmp_path))
+    real_save, calls = torch.save, []
+
+    def interrupted_save(obj, f, *args, **kwargs):
+        calls.append(f)
+        if len(calls) == 2:  # the second checkpoint: half written when the run is interrupted
+            with open(f, "wb") as handle:
+                handle.write(b"half a checkpoint")
+            raise KeyboardInterrupt
+        real_save(obj, f, *args, **kwargs)
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_mlp(), dsm, mixture_sampler, config, device="cpu", progress=False)
+    # the finished checkpoint is intact, the interrupted one never appears under its final name,
+    # and no temporary file is left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["step_0000002.pt"]
+    assert torch.load(tmp_path / "step_0000002.pt", weights_only=True)["step"] == 2
+
+
+@pytest.mark.parametrize("field, value", [("seed", 1), ("batch_size", 4), ("lr", 2e-3), ("grad_clip", None),
+                                          ("weight_decay", 0.1), ("ema_decay", 0.5)])
+def test_resume_refuses_a_config_that_changes_the_trajectory(tmp_path, field, value):
+    base = dict(lr=1e-3, batch_size=8, ema_decay=0.9, seed=7, checkpoint_every=3, checkpoint_dir=str(tmp_path))
+    first = train(make_mlp(), dsm, mixture_sampler, TrainConfig(steps=3, **base), device="cpu", progress=False)
+    changed = TrainConfig(steps=6, **{**base, field: value})
+    with pytest.raises(ValueError, match=field):
+        train(make_mlp(), dsm, mixture_sampler, changed, device="cpu", progress=False, resume=first.checkpoint_path)
+    # more steps, another folder, checkpoint period and log period leave the trajectory alone
+    longer = TrainConfig(steps=5, **{**base, "checkpoint_every": 5, "checkpoint_dir": str(tmp_path / "more")},
+                         log_every=2)
+    assert train(make_mlp(), dsm, mixture_sampler, longer, device="cpu", progress=False,
+                 resume=first.checkpoint_path).step == 5
+
+
+def test_an_ema_model_without_ema_decay_is_refused():
+    model = make_mlp()
+    with pytest.raises(ValueError, match="ema_decay"):
+        train(model, dsm, mixture_sampler, TrainConfig(steps=2, ema_decay=None), device="cpu", progress=False,
+              ema_model=copy.deepcopy(model))
 
 
 # -- EMA -----------------------------------------------------------------------------------------
