@@ -72,7 +72,13 @@ _MEDIAN_POINTS = 1000   # pooled points the median heuristic looks at
 
 
 def _sq_dists(a: Tensor, b: Tensor) -> Tensor:
-    """|a_i - b_j|^2: (n, m) for a: (n, D), b: (m, D), clamped at 0 against round-off."""
+    """|a_i - b_j|^2: (n, m) for a: (n, D), b: (m, D), clamped at 0 against round-off.
+
+    Computed as |a|^2 + |b|^2 - 2 a.b after subtracting the pooled mean (distances are translation
+    invariant): far from the origin the three terms would otherwise cancel to float32 round-off.
+    """
+    center = (a.sum(0) + b.sum(0)) / (a.shape[0] + b.shape[0])
+    a, b = a - center, b - center
     return ((a * a).sum(1, keepdim=True) + (b * b).sum(1) - 2.0 * a @ b.T).clamp_min(0.0)
 
 
@@ -138,7 +144,8 @@ def noise_floor(metric: Metric, sample_fn: Callable, n: int, *, repeats: int = 5
 
     This is the score of a perfect sampler at sample size n (see the module docstring for how
     to read a metric against it), e.g. `noise_floor(mmd_rbf, mixture.sample, 1000)`; a metric
-    with its own randomness takes it through functools.partial(sliced_wasserstein, generator=g). Compare only at the same n: the floor falls as n grows
+    with its own randomness takes it through functools.partial(sliced_wasserstein, generator=g).
+    Compare only at the same n: the floor falls as n grows
     (about n^{-1/2} for sliced W2, and the scatter of MMD_u^2 as about 1/n).
     """
     if not isinstance(n, int) or n < 2:

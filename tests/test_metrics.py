@@ -136,6 +136,27 @@ def test_median_bandwidth_of_known_points():
     assert float(median_bandwidth(x, y)) == 3.0
 
 
+def test_mmd_far_from_the_origin_in_float32():
+    # Two sample sets of one law with std 0.01 around (100, 100). |a|^2 + |b|^2 - 2 a.b would cancel
+    # 2e4 to a float32 resolution of ~2e-3, far above the squared distances ~4e-4. The metrics are
+    # translation invariant, so they must equal those of the centered points, computed here in
+    # float64 from the very same float32 points.
+    x = 100.0 + 0.01 * normal((200, 2), 0, torch.float32)
+    y = 100.0 + 0.01 * normal((200, 2), 1, torch.float32)
+    xc, yc = (x - 100.0).double(), (y - 100.0).double()  # exact: subtracting 100 loses no bits here
+    pooled = torch.cat([xc, yc])
+    iu = torch.triu_indices(400, 400, offset=1)
+    h_ref = torch.cdist(pooled, pooled)[iu[0], iu[1]].median()
+    h = median_bandwidth(x, y)
+    # float32 round-off of squared distances of the centered points: relative ~1e-6 for typical pairs
+    assert float(h) == pytest.approx(float(h_ref), rel=1e-4)
+    value = mmd_rbf(x, y)
+    reference = mmd_rbf(xc, yc, bandwidth=float(h_ref))
+    # kernel sums of 4e4 terms in [0, 1], each term off by ~1e-6 relative (float32, bandwidth off by
+    # < 1e-4 relative): the MMD^2 estimate, a difference of O(1) averages, is off by well under 1e-4
+    assert float(value) == pytest.approx(float(reference), abs=1e-4)
+
+
 def test_mmd_rejects_bad_input():
     with pytest.raises(ValueError, match="bandwidth"):
         mmd_rbf(torch.zeros(3, 2), torch.ones(3, 2), bandwidth=-1.0)
