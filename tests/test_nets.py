@@ -74,6 +74,32 @@ def test_bad_unet_config_names_the_field(field, value):
         UNetConfig(**{field: value})
 
 
+def test_num_groups_must_divide_the_base_width_too():
+    # widths 24 and 48 split into 8 groups, but the 12-channel first features (and the up path's
+    # concatenations with them, 24 + 12 = 36) do not: a clear config error, not one from GroupNorm
+    with pytest.raises(ValueError, match="num_groups"):
+        UNetConfig(image_size=8, channels=12, channel_mult=(2, 4), num_groups=8)
+    UNet(UNetConfig(image_size=8, channels=12, channel_mult=(2, 4), num_groups=4))  # 12, 24, 48, 36, 72
+
+
+def test_each_block_projects_the_embedding_after_a_silu():
+    # embed ends in a Linear and each block's projection is another one: without a nonlinearity in
+    # between the two would collapse into one linear map (DDPM applies the nonlinearity there too)
+    model = UNet(UNetConfig(image_size=8, channel_mult=(1, 2))).eval()
+    x, c = torch.randn(2, 1, 8, 8), torch.tensor([0.2, 0.7])
+    seen = []
+    hooks = [m.emb.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+             for m in model.modules() if hasattr(m, "emb")]
+    with torch.no_grad():
+        model(x, c)
+        expected = torch.nn.functional.silu(model.embed(c))
+    for h in hooks:
+        h.remove()
+    assert len(seen) == len(hooks) > 0
+    for e in seen:
+        torch.testing.assert_close(e, expected, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("field, value", [("dim", 0), ("width", 0), ("depth", 0), ("fourier_scale", -1.0)])
 def test_bad_mlp_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):

@@ -27,7 +27,7 @@ class UNetConfig:
     num_res_blocks: int = 1                 # residual blocks per resolution going down (one more going up)
     attention: bool = True                  # one self-attention block at the lowest resolution
     dropout: float = 0.0                    # dropout probability inside residual blocks
-    num_groups: int = 8                     # GroupNorm groups; must divide every width
+    num_groups: int = 8                     # GroupNorm groups; must divide channels and every width
     n_frequencies: int = 32                 # random Fourier frequencies of the noise level c
     fourier_scale: float = 4.0              # std of those frequencies (~4 for t in [0, 1], ~1 for log sigma)
 
@@ -43,9 +43,11 @@ class UNetConfig:
         if self.image_size % factor:
             raise ValueError(f"image_size must be divisible by 2^(len(channel_mult) - 1) = {factor} "
                              f"(one halving per extra resolution), got {self.image_size}")
-        bad = [self.channels * m for m in mult if (self.channels * m) % self.num_groups]
+        widths = [self.channels] + [self.channels * m for m in mult]
+        bad = [w for w in widths if w % self.num_groups]
         if bad:
-            raise ValueError(f"num_groups={self.num_groups} must divide every width channels * mult, not {bad}")
+            raise ValueError(f"num_groups={self.num_groups} must divide channels and every width "
+                             f"channels * channel_mult[i], not {bad}")
         if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
         if not isinstance(self.attention, bool):
@@ -53,7 +55,7 @@ class UNetConfig:
 
 
 class ResBlock(nn.Module):
-    """h = conv(SiLU(GN(x))) + W e; out = skip(x) + conv(dropout(SiLU(GN(h))))."""
+    """h = conv(SiLU(GN(x))) + W SiLU(e); out = skip(x) + conv(dropout(SiLU(GN(h))))."""
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, config: UNetConfig):
         super().__init__()
@@ -65,7 +67,7 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor, e: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x))) + append_dims(self.emb(e), x.ndim)
+        h = self.conv1(F.silu(self.norm1(x))) + append_dims(self.emb(F.silu(e)), x.ndim)
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.skip(x) + h
 
