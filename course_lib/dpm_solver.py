@@ -15,7 +15,8 @@ DPM-Solver++ does the same with x0. Nothing here assumes alpha^2 + sigma^2 = 1: 
 
 Notation of the papers: a step goes from the current time s to the next time t < s,
 h = lambda_t - lambda_s, phi_1 = expm1(h). The noise schedule is read once per grid in float64
-(`levels`), so steps cost only tensor operations on `x` and model calls.
+(`samplers.levels`), so steps cost only model calls and fused passes over `x` with scalar
+coefficients (`samplers.combine`).
 
 NFE: DPM-Solver-k uses k evaluations per step (NFE = k * steps); DPM-Solver++(2M) one per
 step. `singlestep_plan` mixes orders so that any NFE budget is used exactly (the paper's
@@ -25,92 +26,51 @@ step. `singlestep_plan` mixes orders so that any NFE budget is used exactly (the
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from .parameterization import eps_from_score, x0_from_score
-from .samplers import NFECounter, check_grid
+from .samplers import Level, NFECounter, check_grid, combine, data_prediction, levels, noise_prediction
 from .sde import SDE
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 
 # -- time grids ------------------------------------------------------------------------
-def _check_n(n: int) -> None:
+def check_steps(n: int) -> None:
+    """ValueError unless n, a number of steps, is an integer >= 1."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n (number of steps) must be an integer >= 1, got {n!r}")
 
 
-def _as_grid(t: Tensor, sde: SDE, device, dtype) -> Tensor:
-    """Pin the endpoints to exactly T and eps and move to the requested device and dtype."""
+def pin_ends(t: Tensor, sde: SDE, *, device=None, dtype=None) -> Tensor:
+    """A grid `t: (n + 1,)` from T to eps with its endpoints set to exactly T and eps, on the
+    requested device and dtype (default dtype: torch's default). Grid builders end with it."""
     t[0], t[-1] = sde.T, sde.eps
     return t.to(device=device, dtype=dtype or torch.get_default_dtype())
 
 
 def logsnr_grid(sde: SDE, n: int, *, device=None, dtype=None) -> Tensor:
     """n + 1 times from T to eps, uniform in lambda(t) (DPM-Solver's 'logSNR' skip type)."""
-    _check_n(n)
+    check_steps(n)
     ends = torch.tensor([sde.T, sde.eps], dtype=torch.float64)
     lam_T, lam_eps = sde.marginal_lambda(ends).tolist()
     lam = torch.linspace(lam_T, lam_eps, n + 1, dtype=torch.float64)
-    return _as_grid(sde.inverse_lambda(lam), sde, device, dtype)
+    return pin_ends(sde.inverse_lambda(lam), sde, device=device, dtype=dtype)
 
 
 def time_uniform_grid(sde: SDE, n: int, *, device=None, dtype=None) -> Tensor:
     """n + 1 times from T to eps, uniform in t."""
-    _check_n(n)
-    return _as_grid(torch.linspace(sde.T, sde.eps, n + 1, dtype=torch.float64), sde, device, dtype)
+    check_steps(n)
+    return pin_ends(torch.linspace(sde.T, sde.eps, n + 1, dtype=torch.float64), sde, device=device, dtype=dtype)
 
 
 def quadratic_grid(sde: SDE, n: int, *, device=None, dtype=None) -> Tensor:
     """n + 1 times from T to eps, uniform in sqrt(t) (DPM-Solver's 'time_quadratic', as in DDIM)."""
-    _check_n(n)
+    check_steps(n)
     root = torch.linspace(math.sqrt(sde.T), math.sqrt(sde.eps), n + 1, dtype=torch.float64)
-    return _as_grid(root**2, sde, device, dtype)
-
-
-# -- the noise schedule at the grid times ------------------------------------------------
-class Level(NamedTuple):
-    """The noise schedule at one time, as float64 numbers."""
-
-    t: float  # time
-    alpha: float  # mean coefficient alpha(t)
-    sigma: float  # std sigma(t)
-    lam: float  # half log-SNR lambda(t) = log alpha(t) - log sigma(t)
-
-
-def levels(sde: SDE, ts: Tensor) -> list[Level]:
-    """Read alpha, sigma and lambda at every time of `ts: (N,)` in float64 (once per grid)."""
-    t64 = ts.detach().to(device="cpu", dtype=torch.float64)
-    alpha = sde.marginal_log_mean_coeff(t64).exp()
-    sigma, lam = sde.marginal_std(t64), sde.marginal_lambda(t64)
-    return [Level(*v) for v in zip(t64.tolist(), alpha.tolist(), sigma.tolist(), lam.tolist())]
-
-
-def _batch(value: float, x: Tensor) -> Tensor:
-    return torch.full((x.shape[0],), value, device=x.device, dtype=x.dtype)
-
-
-def combine(*terms: tuple[float, Tensor]) -> Tensor:
-    """sum_i c_i v_i for (c_i, v_i) pairs, one pass over memory per term (fused adds)."""
-    (c, v), rest = terms[0], terms[1:]
-    out = c * v
-    for c, v in rest:
-        out.add_(v, alpha=c)
-    return out
-
-
-def noise_prediction(score_fn: ScoreFn, x: Tensor, s: Level) -> Tensor:
-    """eps_theta(x_s, s) = -sigma_s * score(x_s, s): (B, *D)."""
-    return eps_from_score(score_fn(x, _batch(s.t, x)), _batch(s.sigma, x))
-
-
-def data_prediction(score_fn: ScoreFn, x: Tensor, s: Level) -> Tensor:
-    """x0_theta(x_s, s) = (x_s + sigma_s^2 score) / alpha_s (Tweedie): (B, *D)."""
-    score = score_fn(x, _batch(s.t, x))
-    return x0_from_score(x, score, _batch(s.alpha, x), _batch(s.sigma, x))
+    return pin_ends(root**2, sde, device=device, dtype=dtype)
 
 
 # -- DPM-Solver steps (noise prediction) ----------------------------------------------------
@@ -127,7 +87,7 @@ def dpm_solver_2_step(score_fn: ScoreFn, x: Tensor, eps_s: Tensor, s: Level, s1:
     r1 = (s1.lam - s.lam) / h
     phi_1 = math.expm1(h)
     u = dpm_solver_1_step(x, eps_s, s, s1)
-    d1 = noise_prediction(score_fn, u, s1) - eps_s
+    d1 = noise_prediction(score_fn, u, s1).sub_(eps_s)
     return combine((t.alpha / s.alpha, x), (-t.sigma * phi_1, eps_s), (-t.sigma * phi_1 / (2.0 * r1), d1))
 
 
@@ -139,10 +99,10 @@ def dpm_solver_3_step(
     r1, r2 = (s1.lam - s.lam) / h, (s2.lam - s.lam) / h
     phi_1, phi_12, phi_22 = math.expm1(h), math.expm1(r2 * h), math.expm1(h) / h - 1.0
     u1 = dpm_solver_1_step(x, eps_s, s, s1)
-    d1 = noise_prediction(score_fn, u1, s1) - eps_s
+    d1 = noise_prediction(score_fn, u1, s1).sub_(eps_s)
     c_d1 = -s2.sigma * r2 / r1 * (phi_12 / (r2 * h) - 1.0)
     u2 = combine((s2.alpha / s.alpha, x), (-s2.sigma * phi_12, eps_s), (c_d1, d1))
-    d2 = noise_prediction(score_fn, u2, s2) - eps_s
+    d2 = noise_prediction(score_fn, u2, s2).sub_(eps_s)
     return combine((t.alpha / s.alpha, x), (-t.sigma * phi_1, eps_s), (-t.sigma / r2 * phi_22, d2))
 
 

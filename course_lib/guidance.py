@@ -73,15 +73,15 @@ def inpaint(score_fn: ScoreFn, sde: SDE, x_known: Tensor, mask: Tensor, ts: Tens
     (predictor only, for a 2-D Gaussian with correlation 0.8 it recovers ~60 % of the conditional mean shift
     and leaves the variance at 0.50 instead of 0.36; tests/test_guidance.py)."""
     check_grid(sde, ts)
-    mask = _check_mask(mask, x_known)
+    known = _check_mask(mask, x_known).bool()
 
     def replace(x: Tensor, t: Tensor) -> Tensor:
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return mask * sde.perturb(x_known, t, noise) + (1 - mask) * x
+        return torch.where(known, sde.perturb(x_known, t, noise), x)
 
     x = sde.prior_sampling(x_known.shape, generator=generator, device=x_known.device, dtype=x_known.dtype)
     x = replace(x, batch_time(ts[0], x))
     x = predictor_corrector(score_fn, sde, x, ts, predictor=predictor, snr=snr,
                             n_corrector_steps=n_corrector_steps, generator=generator,
                             callback=callback, project=replace)
-    return mask * x_known + (1 - mask) * x
+    return torch.where(known, x_known, x)

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .dpm_solver import Level, _as_grid, _check_n, combine, data_prediction, levels
-from .samplers import NFECounter, check_grid
+from .dpm_solver import check_steps, pin_ends
+from .samplers import Level, NFECounter, check_grid, combine, data_prediction, levels
 from .sde import SDE
 
 
@@ -130,7 +130,7 @@ def density_grid(sde: SDE, n: int, log_density: Tensor, *, device=None, dtype=No
     spaced on [0, 1] (log_density: (m,), m >= 2). All-equal knots give `logsnr_grid`; knots
     more than 20 below the largest are raised to it (density ratios up to e^20 keep the
     cumulative density strictly increasing in float64)."""
-    _check_n(n)
+    check_steps(n)
     knots = torch.as_tensor(log_density, dtype=torch.float64).detach().cpu()
     if knots.ndim != 1 or len(knots) < 2 or not bool(torch.isfinite(knots).all()):
         raise ValueError(f"log_density must be a 1-D tensor of >= 2 finite knot values, got {knots}")
@@ -140,7 +140,7 @@ def density_grid(sde: SDE, n: int, log_density: Tensor, *, device=None, dtype=No
     cdf = torch.cat([u[:1], torch.cumulative_trapezoid(density, u)])
     u_grid = _interp(torch.linspace(0.0, 1.0, n + 1, dtype=torch.float64), cdf / cdf[-1], u)
     lam_T, lam_eps = sde.marginal_lambda(torch.tensor([sde.T, sde.eps], dtype=torch.float64)).tolist()
-    return _as_grid(sde.inverse_lambda(lam_T + u_grid * (lam_eps - lam_T)), sde, device, dtype)
+    return pin_ends(sde.inverse_lambda(lam_T + u_grid * (lam_eps - lam_T)), sde, device=device, dtype=dtype)
 
 
 @torch.no_grad()

@@ -185,7 +185,7 @@ def test_multistep_update_is_exact_for_polynomial_x0(rs):
         return sum(c * u**j for j, c in enumerate(coef))[None]
 
     x_s = torch.tensor([[0.4, -1.2]], dtype=F64)
-    points = [(dpm.Level(0.0, 0.0, 0.0, s.lam + r * h), x0(s.lam + r * h)) for r in rs]
+    points = [(s._replace(lam=s.lam + r * h), x0(s.lam + r * h)) for r in rs]
     # exact: x_t = (sigma_t/sigma_s) x_s + sigma_t int e^lambda x0(lambda) dlambda; 40-point
     # Gauss-Legendre is exact for polynomial x exponential to float64 round-off here
     nodes, weights = (torch.as_tensor(a, dtype=F64) for a in np.polynomial.legendre.leggauss(40))

@@ -67,9 +67,9 @@ def replacement_law(sde, mu, cov, x1, ts):
         v' = c^2 v + G_i^4 P21^2 sigma_t^2 + G_i^2 (no G_i^2 on the last, noise-free step)."""
     m, v = 0.0, sde.prior_std() ** 2
     for i in range(len(ts) - 1):
-        t, s = ts[i:i + 1], ts[i + 1:i + 2]
-        f, g = (float(q) for q in samplers.forward_increments(sde, t, s))
-        alpha, sigma = (float(q) for q in sde.marginal(t))
+        t, s = samplers.levels(sde, ts[i:i + 2])
+        f, g = samplers.forward_increments(t, s)
+        alpha, sigma = t.alpha, t.sigma
         prec = torch.linalg.inv(alpha**2 * cov + sigma**2 * torch.eye(2, **F64))
         c = 1 - f - g**2 * float(prec[1, 1])
         m = c * m + g**2 * alpha * float(prec[1, 1] * mu[1] - prec[1, 0] * (x1 - mu[0]))
