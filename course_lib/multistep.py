@@ -83,6 +83,11 @@ def unipc(score_fn, sde, x, ts, *, order: int = 3, corrector: bool = True, gener
     """UniPC-p on the grid `ts`: predictor UniP-p (DPM-Solver++(pM)) and, when `corrector`,
     UniC-p at every step but the last (which would cost one more evaluation); NFE = len(ts) - 1.
 
+    The multistep weights solve the order conditions with the exact phi-functions
+    (`multistep_weights`), so UniPC's free function B(h) cancels and the warm-up steps use the
+    same exact weights; the reference code instead fixes B(h) and, at warm-up, r = 0.5. Orders
+    agree; values differ at round-off-to-truncation level.
+
     x: (B, *D) at ts[0]; ts: (N + 1,) strictly decreasing in [eps, T]; order in (1, 2, 3).
     The first steps use the history available (orders 1, 2, ...). `generator` is unused.
     """
@@ -108,7 +113,8 @@ def unipc(score_fn, sde, x, ts, *, order: int = 3, corrector: bool = True, gener
 
 
 def dpm_solver_pp_3m(score_fn, sde, x, ts, *, generator=None, callback=None) -> Tensor:
-    """DPM-Solver++(3M): the third-order multistep predictor alone; NFE = len(ts) - 1."""
+    """DPM-Solver++(3M): the third-order multistep predictor alone (the exact-phi weights of
+    `multistep_weights`, not the reference code's finite differences); NFE = len(ts) - 1."""
     return unipc(score_fn, sde, x, ts, order=3, corrector=False, callback=callback)
 
 
