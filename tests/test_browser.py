@@ -142,9 +142,9 @@ def test_chapter_one_shows_math_figures_and_collapsed_solutions(server, browser)
     for i in range(solutions.count()):
         assert solutions.nth(i).locator(".admonition-title").is_visible()
         assert not solutions.nth(i).locator("div.highlight").first.is_visible()
+    expect = pytest.importorskip("playwright.sync_api").expect  # waits for the toggle's animation
     solutions.first.locator("button.toggle-button").click()
-    page.wait_for_timeout(500)
-    assert solutions.first.locator("div.highlight").first.is_visible(), "a solution opens on click"
+    expect(solutions.first.locator("div.highlight").first).to_be_visible()  # a solution opens on click
     solutions.first.locator("button.toggle-button").click()
-    page.wait_for_timeout(500)
+    expect(solutions.first.locator("div.highlight").first).to_be_hidden()
     page.close()
