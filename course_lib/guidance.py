@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .samplers import check_grid, predictor_corrector, reverse_diffusion_step
 from .sde import SDE
-from .utils import batch_time
+from .utils import batch_time, gaussian_like
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -76,7 +76,7 @@ def inpaint(score_fn: ScoreFn, sde: SDE, x_known: Tensor, mask: Tensor, ts: Tens
     known = _check_mask(mask, x_known).bool()
 
     def replace(x: Tensor, t: Tensor) -> Tensor:
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = gaussian_like(x, generator=generator)
         return torch.where(known, sde.perturb(x_known, t, noise), x)
 
     x = sde.prior_sampling(x_known.shape, generator=generator, device=x_known.device, dtype=x_known.dtype)

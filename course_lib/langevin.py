@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .utils import append_dims, batch_time, check_positive
+from .utils import append_dims, batch_time, check_positive, gaussian_like
 
 
 def _check_steps(name: str, n: int) -> int:
@@ -34,7 +34,7 @@ def langevin_step(score: Tensor, x: Tensor, step_size: float, *, temperature: fl
                   generator=None) -> Tensor:
     """One move x + (eta / 2) score + sqrt(eta * temperature) z with eta = step_size.
     temperature = 1 targets p; temperature = 0 is gradient ascent on log p."""
-    z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    z = gaussian_like(x, generator=generator)
     return x + 0.5 * step_size * score + (step_size * temperature) ** 0.5 * z
 
 

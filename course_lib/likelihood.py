@@ -20,25 +20,13 @@ import math
 from typing import Callable
 
 import torch
-from scipy.integrate import solve_ivp
 from torch import Tensor
 
-from .samplers import ode_rk45
+from .samplers import ode_rk45, solve_ivp_torch
 from .sde import SDE, probability_flow_drift
 from .utils import batch_time, check_positive
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def rademacher_like(x: Tensor, generator=None) -> Tensor:
-    """Entries +-1 with probability 1/2, x's shape, dtype and device (Hutchinson's probe of least variance)."""
-    signs = torch.randint(0, 2, x.shape, generator=generator, device=x.device)
-    return (2 * signs - 1).to(x.dtype)
-
-
-def gaussian_like(x: Tensor, generator=None) -> Tensor:
-    """Standard normal entries of x's shape, dtype and device (torch.randn_like with a generator)."""
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
 def exact_divergence(velocity, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -86,37 +74,35 @@ def pf_ode_log_likelihood(score_fn: ScoreFn, sde: SDE, x: Tensor, *, probe=None,
     """log p_{t_start}(x) by the probability-flow ODE from t_start (default eps) to t_end (default T).
 
     probe: None for the exact divergence, else a probe function such as `rademacher_like` or
-    `gaussian_like` (probe(x, generator)) for Hutchinson's estimator with `hutchinson_samples`
-    probes. prior_logp: the terminal log-density z -> (B,) (default `sde.prior_logp`, the
-    N(0, prior_std^2 I) that approximates p_T; pass the exact p_T to remove that mismatch).
+    `gaussian_like` from course_lib.utils (probe(x, generator=...)) for Hutchinson's
+    estimator with `hutchinson_samples` probes. prior_logp: the terminal log-density
+    z -> (B,) (default `sde.prior_logp`, the N(0, prior_std^2 I) that approximates p_T;
+    pass the exact p_T to remove that mismatch).
     Returns (log p: (B,), z = x_{t_end}: (B, *D), NFE of the solver)."""
     t_start = sde.eps if t_start is None else float(t_start)
     t_end = sde.T if t_end is None else float(t_end)
     _check_arguments(sde, t_start, t_end, rtol, atol, hutchinson_samples)
     prior_logp = sde.prior_logp if prior_logp is None else prior_logp
     shape, dtype, device, n = x.shape, x.dtype, x.device, x.numel()
-    probes = None if probe is None else torch.stack([probe(x, generator) for _ in range(hutchinson_samples)])
+    probes = None if probe is None else torch.stack([probe(x, generator=generator) for _ in range(hutchinson_samples)])
 
     def velocity(xt, t):
         return probability_flow_drift(sde, score_fn, xt, t)
 
-    def rhs(t, y):
-        state = torch.from_numpy(y).to(dtype).to(device)
+    def rhs(t: float, state: Tensor) -> Tensor:
+        """d/dt of the state [x_t, log-density change]: [v(x_t, t), div v]."""
         xt = state[:n].reshape(shape)
         tt = batch_time(t, xt)
         if probes is None:
             v, div = exact_divergence(velocity, xt, tt)
         else:
             v, div = hutchinson_divergence(velocity, xt, tt, probes)
-        return torch.cat([v.reshape(-1), div]).cpu().to(torch.float64).numpy()
+        return torch.cat([v.reshape(-1), div])
 
     y0 = torch.cat([x.detach().reshape(-1), torch.zeros(shape[0], device=device, dtype=dtype)])
-    sol = solve_ivp(rhs, (t_start, t_end), y0.cpu().to(torch.float64).numpy(), method=method, rtol=rtol, atol=atol)
-    if not sol.success:
-        raise RuntimeError(f"solve_ivp failed: {sol.message}")
-    y_end = torch.from_numpy(sol.y[:, -1]).to(dtype).to(device)
+    y_end, nfe = solve_ivp_torch(rhs, y0, (t_start, t_end), method=method, rtol=rtol, atol=atol)
     z, delta = y_end[:n].reshape(shape), y_end[n:]
-    return prior_logp(z) + delta, z, int(sol.nfev)
+    return prior_logp(z) + delta, z, nfe
 
 
 def bits_per_dim(logp: Tensor, dim: int, *, n_bins: int = 256) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .sde import SDE
-from .utils import append_dims
+from .utils import append_dims, gaussian_like, rademacher_like
 
 Projection = Callable[..., Tensor]
 
@@ -37,10 +37,6 @@ def _checked_score(s: Tensor, x: Tensor) -> Tensor:
         shape = tuple(s.shape) if torch.is_tensor(s) else type(s).__name__
         raise ValueError(f"score_fn must return a tensor of x's shape {tuple(x.shape)}, got {shape}")
     return s
-
-
-def _randn(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
 def _sq_norm(v: Tensor) -> Tensor:
@@ -69,12 +65,6 @@ def implicit_score_matching_loss(score_fn: Callable[[Tensor], Tensor], x: Tensor
         return (trace + 0.5 * _sq_norm(s)).mean()
 
 
-def rademacher_like(x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-    """Independent +-1 entries with probability 1/2 each, x's shape, device and dtype."""
-    bits = torch.randint(0, 2, x.shape, generator=generator, device=x.device)
-    return (2 * bits - 1).to(x.dtype)
-
-
 def sliced_score_matching_loss(score_fn: Callable[[Tensor], Tensor], x: Tensor, *, n_projections: int = 1,
                                projection: Projection = rademacher_like, variance_reduced: bool = False,
                                generator: torch.Generator | None = None) -> Tensor:
@@ -84,7 +74,7 @@ def sliced_score_matching_loss(score_fn: Callable[[Tensor], Tensor], x: Tensor, 
 
     or, with `variance_reduced=True` (SSM-VR), E[ v^T grad_x s(x) v + ||s(x)||^2 / 2 ], exact in
     the second term since E[v v^T] = I. Both are unbiased for the implicit loss whenever the
-    projections have E[v v^T] = I: `rademacher_like` (default) or `torch.randn_like`.
+    projections have E[v v^T] = I: `rademacher_like` (default), `gaussian_like` or `torch.randn_like`.
     `projection(x)` is called as `projection(x, generator=generator)` when a generator is given.
     Each of the `n_projections` directions costs one vector-Jacobian product (the batch is
     repeated n_projections times and differentiated once). `x: (B, *D)`, `score_fn(x)` of x's shape.
@@ -127,7 +117,7 @@ def denoising_score_matching_loss(score_fn: Callable[[Tensor], Tensor], x: Tenso
     """
     _check_x(x)
     sigma = _as_positive("sigma", sigma)
-    z = _randn(x, generator)
+    z = gaussian_like(x, generator=generator)
     s = _checked_score(score_fn(x + sigma * z), x)
     return 0.5 * _sq_norm(s + z / sigma).mean()
 
@@ -148,7 +138,7 @@ def ncsn_loss(score_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, sigmas: T
         raise ValueError("sigmas must be finite and > 0")
     idx = torch.randint(0, sigmas.numel(), (x.shape[0],), generator=generator, device=x.device)
     sigma = sigmas.to(device=x.device, dtype=x.dtype)[idx]
-    z = _randn(x, generator)
+    z = gaussian_like(x, generator=generator)
     s = _checked_score(score_fn(x + append_dims(sigma, x.ndim) * z, sigma), x)
     # lambda(sigma) ||s + z / sigma||^2 = ||sigma s + z||^2
     return 0.5 * _sq_norm(append_dims(sigma, x.ndim) * s + z).mean()
@@ -243,7 +233,7 @@ def dsm_loss(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, x: Tensor, 
     else:
         t = sde.eps + (sde.T - sde.eps) * torch.rand(b, generator=generator, device=x.device, dtype=x.dtype)
         ratio = torch.ones_like(t)
-    z = _randn(x, generator)
+    z = gaussian_like(x, generator=generator)
     sigma = sde.marginal_std(t)
     s = _checked_score(score_fn(sde.perturb(x, t, z), t), x)
     per_sample = _sq_norm(s + z / append_dims(sigma, x.ndim))

@@ -26,7 +26,7 @@ from scipy.integrate import solve_ivp
 from torch import Tensor
 
 from .sde import SDE, probability_flow_drift
-from .utils import append_dims, batch_time, check_positive
+from .utils import append_dims, batch_time, check_positive, gaussian_like
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -162,7 +162,7 @@ def langevin_corrector(score_fn: ScoreFn, sde: SDE, x: Tensor, t: Tensor | float
         alpha = append_dims(batch_time(alpha, x), x.ndim)
     for _ in range(n_steps):
         score = score_fn(x, t)
-        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        z = gaussian_like(x, generator=generator)
         score_norm = score.flatten(1).norm(dim=1).mean().clamp_min(torch.finfo(x.dtype).tiny)
         noise_norm = z.flatten(1).norm(dim=1).mean()
         eps = 2.0 * alpha * (snr * noise_norm / score_norm) ** 2  # Song's step: () or (B, 1, ..)
@@ -289,19 +289,34 @@ def ode_rk45(score_fn: ScoreFn, sde: SDE, x: Tensor, *, t_start: float | None = 
         raise ValueError(f"t_start and t_end must differ, got both {t_start}")
     check_positive("rtol", rtol)
     check_positive("atol", atol)
-    shape, dtype, device = x.shape, x.dtype, x.device
+    shape = x.shape
 
     @torch.no_grad()
-    def velocity(t, y):
-        xt = torch.from_numpy(y).to(dtype).to(device).reshape(shape)
-        v = probability_flow_drift(sde, score_fn, xt, batch_time(t, xt))
-        return v.reshape(-1).cpu().to(torch.float64).numpy()
+    def velocity(t: float, y: Tensor) -> Tensor:
+        xt = y.reshape(shape)
+        return probability_flow_drift(sde, score_fn, xt, batch_time(t, xt)).reshape(-1)
 
-    y0 = x.detach().reshape(-1).cpu().to(torch.float64).numpy()
-    sol = solve_ivp(velocity, (t_start, t_end), y0, method=method, rtol=rtol, atol=atol)
+    y_end, nfe = solve_ivp_torch(velocity, x.detach().reshape(-1), (t_start, t_end),
+                                 method=method, rtol=rtol, atol=atol)
+    return y_end.reshape(shape), nfe
+
+
+def solve_ivp_torch(rhs, y0: Tensor, t_span: tuple[float, float], *, method: str, rtol: float,
+                    atol: float) -> tuple[Tensor, int]:
+    """Solve dy/dt = rhs(t, y) with scipy's `solve_ivp` for a flat torch state y0: (N,).
+
+    `rhs(t: float, y: Tensor) -> Tensor` runs in y0's dtype and device; the state crosses to
+    float64 numpy only at the solver boundary (scipy works on numpy arrays). Returns
+    (y at t_span[1] in y0's dtype and device, the solver's number of rhs evaluations)."""
+    dtype, device = y0.dtype, y0.device
+
+    def numpy_rhs(t, y):
+        return rhs(t, torch.from_numpy(y).to(dtype).to(device)).cpu().to(torch.float64).numpy()
+
+    sol = solve_ivp(numpy_rhs, t_span, y0.cpu().to(torch.float64).numpy(), method=method, rtol=rtol, atol=atol)
     if not sol.success:
         raise RuntimeError(f"solve_ivp failed: {sol.message}")
-    return torch.from_numpy(sol.y[:, -1]).to(dtype).to(device).reshape(shape), int(sol.nfev)
+    return torch.from_numpy(sol.y[:, -1]).to(dtype).to(device), int(sol.nfev)
 
 
 def ode_reference(score_fn: ScoreFn, sde: SDE, x: Tensor, t_start: float | None = None,

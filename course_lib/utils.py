@@ -1,4 +1,4 @@
-"""Small tensor helpers shared by every module: broadcasting and argument checks."""
+"""Small tensor helpers shared by every module: broadcasting, random probes, argument checks."""
 
 from __future__ import annotations
 
@@ -32,6 +32,20 @@ def batch_time(t: float | Tensor, x: Tensor) -> Tensor:
     if t.shape != (x.shape[0],):
         raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
     return t
+
+
+def rademacher_like(x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    """Independent +-1 entries with probability 1/2, of x's shape, dtype and device.
+
+    A probe v with E[v v^T] = I, as sliced score matching and Hutchinson's trace estimator
+    need; among such probes it gives Hutchinson's estimator its least variance."""
+    bits = torch.randint(0, 2, x.shape, generator=generator, device=x.device)
+    return (2 * bits - 1).to(x.dtype)
+
+
+def gaussian_like(x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    """Standard normal entries of x's shape, dtype and device (torch.randn_like with a generator)."""
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
 def check_positive(name: str, value: float) -> float:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from course_lib import likelihood
+from course_lib import likelihood, utils
 from course_lib.distributions import GaussianMixture
 from course_lib.sde import SubVPSDE, VESDE, VPSDE
 
@@ -49,7 +49,7 @@ def test_default_prior_differs_only_by_the_prior_mismatch(sde):
 
 
 @pytest.mark.parametrize("sde", [VPSDE(), VESDE()], ids=["VP", "VE"])
-@pytest.mark.parametrize("probe, copies, k", [(likelihood.rademacher_like, 64, 1), (likelihood.gaussian_like, 128, 2)],
+@pytest.mark.parametrize("probe, copies, k", [(utils.rademacher_like, 64, 1), (utils.gaussian_like, 128, 2)],
                          ids=["rademacher", "gaussian"])
 def test_hutchinson_is_unbiased_within_its_monte_carlo_error(sde, probe, copies, k):
     """Each point is repeated `copies` times in the batch, so every copy gets its own probes over

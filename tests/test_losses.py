@@ -18,11 +18,11 @@ from course_lib.losses import (
     implicit_score_matching_loss,
     likelihood_weighting,
     ncsn_loss,
-    rademacher_like,
     sliced_score_matching_loss,
     std_squared_weighting,
 )
 from course_lib.sde import VESDE, VPSDE
+from course_lib.utils import rademacher_like
 
 F64 = torch.float64
 N_SE = 4.5
