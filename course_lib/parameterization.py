@@ -94,8 +94,9 @@ def score_from_v(x: Tensor, v: Tensor, alpha: Tensor, std: Tensor) -> Tensor:
 
 
 # -- a network's output as a score function ------------------------------------------------
-class ScoreFromEps(nn.Module):
-    """score_fn(x, t) = -net(x, t) / sigma(t) for a network predicting eps: x: (B, *D), t: (B,)."""
+class _ScoreFrom(nn.Module):
+    """score_fn(x, t) from a network net(x, t) that predicts another quantity; subclasses
+    name the identity `to_score(x, output, alpha, sigma)`. x: (B, *D), t: (B,) or a float."""
 
     def __init__(self, net: nn.Module, sde: SDE):
         super().__init__()
@@ -103,28 +104,24 @@ class ScoreFromEps(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         t = batch_time(t, x)
-        return score_from_eps(self.net(x, t), self.sde.marginal_std(t))
+        return self.to_score(x, self.net(x, t), *self.sde.marginal(t))
 
 
-class ScoreFromX0(nn.Module):
-    """score_fn(x, t) = -(x - alpha(t) net(x, t)) / sigma(t)^2 for a network predicting x_0."""
+class ScoreFromEps(_ScoreFrom):
+    """score = -net(x, t) / sigma(t) for a network predicting eps."""
 
-    def __init__(self, net: nn.Module, sde: SDE):
-        super().__init__()
-        self.net, self.sde = net, sde
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        t = batch_time(t, x)
-        return score_from_x0(x, self.net(x, t), *self.sde.marginal(t))
+    @staticmethod
+    def to_score(x, eps, alpha, sigma):
+        return score_from_eps(eps, sigma)
 
 
-class ScoreFromV(nn.Module):
-    """score_fn(x, t) for a network predicting v = alpha eps - sigma x_0."""
+class ScoreFromX0(_ScoreFrom):
+    """score = -(x - alpha(t) net(x, t)) / sigma(t)^2 for a network predicting x_0."""
 
-    def __init__(self, net: nn.Module, sde: SDE):
-        super().__init__()
-        self.net, self.sde = net, sde
+    to_score = staticmethod(score_from_x0)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        t = batch_time(t, x)
-        return score_from_v(x, self.net(x, t), *self.sde.marginal(t))
+
+class ScoreFromV(_ScoreFrom):
+    """score for a network predicting v = alpha eps - sigma x_0."""
+
+    to_score = staticmethod(score_from_v)
