@@ -82,11 +82,3 @@ def seed_everything(seed: int, device: torch.device | str = "cpu") -> torch.Gene
     torch.manual_seed(seed)
     return torch.Generator(device=device).manual_seed(seed)
 
-
-def in_colab() -> bool:
-    """True inside Google Colab."""
-    try:
-        import google.colab  # noqa: F401
-    except ImportError:
-        return False
-    return True
