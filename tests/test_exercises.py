@@ -45,17 +45,30 @@ def test_checks_reject_wrong_answers():
 
 
 def test_student_edition_strips_solutions_and_keeps_checks(tmp_path):
-    [written] = student_version.write_student_edition(ROOT / "book", tmp_path)
-    text = written.read_text()
+    written = student_version.write_student_edition(ROOT / "book", tmp_path)
+    [chapter_1] = [p for p in written if p.name == CHAPTER_1.name]
+    text = chapter_1.read_text()
     assert "BEGIN SOLUTION" not in text and "torch.linalg.solve(cov" not in text
     assert "solution-start" not in text and "solution-end" not in text
     assert text.count("raise NotImplementedError") == 3
     assert "exercises.check_gaussian_score" in text and "{exercise}" in text
     cells = json.loads(text)["cells"]
     assert all(not c.get("outputs") for c in cells if c["cell_type"] == "code")
-    stub = _solutions_from_student(written)
-    with pytest.raises(NotImplementedError):
+    stub = _solutions_from_student(chapter_1)
+    with pytest.raises(exercises.ExerciseFailure, match="gaussian_score is not implemented yet"):
         exercises.check_gaussian_score(stub["gaussian_score"])
+
+
+def test_a_failing_check_shows_its_message_without_a_traceback():
+    """IPython renders `_render_traceback_` in place of the traceback; the cell still fails."""
+    def forgot_the_transposes(x, mean, cov):
+        return -torch.linalg.solve(cov, x - mean)
+
+    with pytest.raises(exercises.ExerciseFailure) as info:
+        exercises.check_gaussian_score(forgot_the_transposes)
+    message = info.value._render_traceback_()
+    assert len(message) == 1 and "forgot_the_transposes raised RuntimeError" in message[0]
+    assert "Traceback" not in message[0]
 
 
 def _solutions_from_student(path):

@@ -1,9 +1,4 @@
-"""Automatic checks that the chapters' exercise cells call.
-
-Each `check_*` function takes the student's function, tests it on random problems against
-an independent answer (autograd or `course_lib`'s closed forms), raises an AssertionError
-that says what is wrong, and prints one line when everything passes.
-"""
+"""Checks for the exercises of chapter 1, the score function."""
 
 from __future__ import annotations
 
@@ -12,25 +7,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .distributions import GaussianMixture
+from ..distributions import GaussianMixture
+from .checking import DTYPE as _DTYPE, assert_close as _assert_close, exercise_check, fail
 
-_DTYPE = torch.float64
-# float64 round-off over a handful of matrix operations on well-conditioned problems
-_RTOL, _ATOL = 1e-7, 1e-9
-
-
-def _assert_close(name: str, got, expected: Tensor, what: str) -> None:
-    if not torch.is_tensor(got):
-        raise AssertionError(f"{name} must return a torch.Tensor, got {type(got).__name__}")
-    if got.dtype != expected.dtype:
-        raise AssertionError(f"{name} returned {got.dtype}; keep the inputs' dtype ({expected.dtype})")
-    if got.shape != expected.shape:
-        raise AssertionError(f"{name} returned shape {tuple(got.shape)}; expected {tuple(expected.shape)} {what}")
-    if not torch.isfinite(got).all():
-        raise AssertionError(f"{name} returned NaN or Inf {what}")
-    if not torch.allclose(got.to(_DTYPE), expected, rtol=_RTOL, atol=_ATOL):
-        err = (got.to(_DTYPE) - expected).abs().max().item()
-        raise AssertionError(f"{name} is off by up to {err:.3g} {what}")
+__all__ = ["check_gaussian_score", "check_curl_2d", "check_mixture_score"]
 
 
 def _random_spd(dim: int, gen: torch.Generator) -> Tensor:
@@ -38,6 +18,7 @@ def _random_spd(dim: int, gen: torch.Generator) -> Tensor:
     return a @ a.T / dim + 0.5 * torch.eye(dim, dtype=_DTYPE)
 
 
+@exercise_check
 def check_gaussian_score(gaussian_score: Callable[[Tensor, Tensor, Tensor], Tensor]) -> None:
     """Exercise: `gaussian_score(x: (B, D), mean: (D,), cov: (D, D)) -> (B, D)`."""
     gen = torch.Generator().manual_seed(0)
@@ -52,6 +33,7 @@ def check_gaussian_score(gaussian_score: Callable[[Tensor, Tensor, Tensor], Tens
     print("Correct: gaussian_score = autograd of log N(x; mean, cov), D = 1, 2, 5.")
 
 
+@exercise_check
 def check_curl_2d(curl_2d: Callable[[Callable, Tensor], Tensor]) -> None:
     """Exercise: `curl_2d(field: (B, 2) -> (B, 2), x: (B, 2)) -> (B,)`, the scalar curl
     dv_2/dx_1 - dv_1/dx_2 of a planar vector field, by autograd."""
@@ -72,10 +54,11 @@ def check_curl_2d(curl_2d: Callable[[Callable, Tensor], Tensor]) -> None:
         got = curl_2d(field, x.clone())
         _assert_close("curl_2d", got, expected, f"for {what}")
         if got.requires_grad:
-            raise AssertionError("curl_2d should return a tensor detached from the graph")
+            fail("curl_2d should return a tensor detached from the graph")
     print("Correct: curl_2d is right on a rotation, a polynomial and a score field.")
 
 
+@exercise_check
 def check_mixture_score(mixture_score: Callable[[Tensor, Tensor, Tensor, float], Tensor]) -> None:
     """Exercise: `mixture_score(x: (B, D), weights: (K,), means: (K, D), std: float) -> (B, D)`
     for the isotropic mixture sum_k w_k N(mu_k, std^2 I), stable far from every mode."""
@@ -92,7 +75,7 @@ def check_mixture_score(mixture_score: Callable[[Tensor, Tensor, Tensor, float],
             inputs = (x.clone(), weights.clone(), means.clone())
             got = mixture_score(*inputs, std)
             if not all(torch.equal(a, b) for a, b in zip(inputs, (x, weights, means))):
-                raise AssertionError("mixture_score must not modify its inputs in place")
+                fail("mixture_score must not modify its inputs in place")
             hint = " (hint: a softmax of log-terms)" if place.startswith("far") else ""
             _assert_close("mixture_score", got, exact.score(x), f"{place} {where}{hint}")
     print("Correct: mixture_score is exact near the modes and far from them.")

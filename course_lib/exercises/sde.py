@@ -1,0 +1,7 @@
+"""Checks for the exercises of chapter 5, stochastic differential equations."""
+
+from __future__ import annotations
+
+from .checking import exercise_check  # noqa: F401
+
+__all__: list[str] = []
