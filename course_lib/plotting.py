@@ -1,4 +1,4 @@
-"""Figures the chapters share: densities, score fields, samples and image grids.
+"""Figures the chapters share: densities, score fields, samples, image grids and animations.
 
 Every function draws on a matplotlib `Axes` it is given and returns it, so chapters compose
 panels freely. Functions are evaluated in torch on a grid and moved to NumPy only here, at
@@ -92,3 +92,54 @@ def image_grid(ax: plt.Axes, images: Tensor, *, nrow: int = 8, value_range=(-1.0
               vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     return ax
+
+
+# -- animations -----------------------------------------------------------------------------
+class Animation:
+    """A matplotlib animation for a notebook cell: JavaScript HTML where scripts run (the HTML
+    book, Jupyter, Colab) and a still PNG frame where they cannot (static viewers).
+
+    Build it with `animation(fig, update, n_frames)`; display it by making it a cell's last
+    expression. The frames are rendered once, when the cell first displays it.
+    """
+
+    def __init__(self, anim, fig: plt.Figure, update: Callable[[int], object], n_frames: int, still_frame: int):
+        self.anim, self.fig, self.update, self.n_frames = anim, fig, update, n_frames
+        self.still_frame = still_frame % n_frames
+
+    def to_jshtml(self) -> str:
+        """The animation as self-contained HTML with its frames embedded (matplotlib's to_jshtml)."""
+        return self.anim.to_jshtml(default_mode="once")
+
+    def still_png(self) -> bytes:
+        """PNG bytes of the frame `still_frame` (default: the last one)."""
+        import io
+
+        self.update(self.still_frame)  # draw that frame
+        buffer = io.BytesIO()
+        self.fig.savefig(buffer, format="png")
+        return buffer.getvalue()
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        html = self.to_jshtml()
+        return {"text/html": html, "image/png": self.still_png(),
+                "text/plain": f"<animation of {self.n_frames} frames>"}
+
+
+def animation(fig: plt.Figure, update: Callable[[int], object], n_frames: int, *, interval: int = 120,
+              still_frame: int = -1) -> Animation:
+    """Animate `fig` by calling `update(i)` for frames i = 0..n_frames-1 (it redraws the artists).
+
+    Keep pages light: tens of frames at a modest figure size and dpi. The figure is closed so the
+    notebook does not also show it as a static image. Returns an `Animation` to display.
+    """
+    from matplotlib.animation import FuncAnimation
+
+    if not isinstance(n_frames, int) or n_frames < 1:
+        raise ValueError(f"n_frames must be a positive integer, got {n_frames!r}")
+    if not isinstance(interval, int) or interval < 1:
+        raise ValueError(f"interval must be a positive integer (milliseconds), got {interval!r}")
+    anim = FuncAnimation(fig, update, frames=n_frames, interval=interval, repeat=False,
+                         cache_frame_data=False)
+    plt.close(fig)
+    return Animation(anim, fig, update, n_frames, still_frame)

@@ -125,20 +125,34 @@ def test_every_page_renders(book_html, server, browser):
     assert not problems, problems
 
 
-def test_chapter_one_shows_math_figures_and_collapsed_solutions(server, browser):
-    page, errors, _ = _open(browser, server, "book/01_score_function.html")
+# What each chapter's page must show: at least this many typeset equations, figures (images
+# wider than 100 px, animations' still frames not counted) and collapsed solutions.
+CHAPTERS = {
+    "01_score_function": {"math": 20, "figures": 3, "solutions": 3},
+}
+
+
+def test_every_chapter_has_expectations():
+    chapters = {p.stem for p in (ROOT / "book").glob("[0-9][0-9]_*.ipynb")}
+    assert chapters == set(CHAPTERS), "add the new chapter to CHAPTERS in tests/test_browser.py"
+
+
+@pytest.mark.parametrize("chapter", sorted(CHAPTERS))
+def test_chapter_shows_math_figures_and_collapsed_solutions(server, browser, chapter):
+    expected = CHAPTERS[chapter]
+    page, errors, _ = _open(browser, server, f"book/{chapter}.html")
     assert not errors, errors
-    assert page.locator("mjx-container").count() > 20, "chapter 1 should typeset its equations"
+    assert page.locator("mjx-container").count() >= expected["math"], f"{chapter} should typeset its equations"
     figures = page.locator("article img")
-    assert figures.count() >= 3, "chapter 1 should show its figures"
-    assert all(figures.nth(i).evaluate("img => img.naturalWidth > 100") for i in range(figures.count()))
+    wide = sum(figures.nth(i).evaluate("img => img.naturalWidth > 100") for i in range(figures.count()))
+    assert wide >= expected["figures"], f"{chapter} should show its figures ({wide} found)"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "01_score_function.png"), full_page=True)
-    page.screenshot(path=str(SCREENSHOTS / "01_score_function_top.png"))
+    page.screenshot(path=str(SCREENSHOTS / f"{chapter}.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{chapter}_top.png"))
     # Solutions are sphinx-exercise "dropdown" admonitions, collapsed by sphinx-togglebutton:
     # the title is shown, the reference code is not until the reader opens it.
     solutions = page.locator("div.solution.dropdown")
-    assert solutions.count() >= 2
+    assert solutions.count() >= expected["solutions"]
     for i in range(solutions.count()):
         assert solutions.nth(i).locator(".admonition-title").is_visible()
         assert not solutions.nth(i).locator("div.highlight").first.is_visible()

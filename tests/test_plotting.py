@@ -52,3 +52,20 @@ def test_score_field_accepts_an_autograd_score():
     plotting.plot_score_field(ax, autograd_score, (-1.0, 1.0, -1.0, 1.0), grid_size=4)
     assert len(ax.collections) == 1
     plt.close(fig)
+
+
+def test_animation_offers_javascript_html_and_a_still_frame():
+    fig, ax = plt.subplots(figsize=(2, 2), dpi=40)
+    points = ax.scatter([0.0], [0.0])
+    drawn = []
+
+    def update(i):
+        drawn.append(i)
+        points.set_offsets([[i, i]])
+
+    anim = plotting.animation(fig, update, 4, still_frame=-1)
+    bundle = anim._repr_mimebundle_()
+    assert "<script" in bundle["text/html"] and bundle["text/html"].count("data:image/png;base64") == 4
+    assert bundle["image/png"].startswith(b"\x89PNG") and drawn[-1] == 3  # the still is the last frame
+    with pytest.raises(ValueError, match="n_frames"):
+        plotting.animation(fig, update, 0)
