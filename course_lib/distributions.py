@@ -264,3 +264,20 @@ def ring_of_gaussians(
     covs = std**2 * torch.eye(2, device=device, dtype=dtype).expand(n_modes, 2, 2)
     weights = torch.full((n_modes,), 1.0 / n_modes, device=device, dtype=dtype)
     return GaussianMixture(weights, means, covs)
+
+
+def separated_modes(*, dtype=None, device=None) -> GaussianMixture:
+    """Two far-apart unit Gaussians with unequal weights, the example of Song & Ermon (2019,
+    Fig. 3): p = 1/5 N((-5, -5), I) + 4/5 N((5, 5), I) in R^2.
+
+    The means are 10 sqrt(2) ~ 14.1 standard deviations apart, and log p at the saddle
+    between them lies about 23.6 below its value at the light mode and 25.0 below the heavy
+    one: plain Langevin chains never cross in practice and keep the proportions they started
+    with, whereas annealed Langevin, which starts at noise levels where the modes overlap,
+    recovers the weights 0.2 / 0.8.
+    """
+    dtype = dtype or torch.get_default_dtype()
+    weights = torch.tensor([0.2, 0.8], device=device, dtype=dtype)
+    means = torch.tensor([[-5.0, -5.0], [5.0, 5.0]], device=device, dtype=dtype)
+    covs = torch.eye(2, device=device, dtype=dtype).expand(2, 2, 2)
+    return GaussianMixture(weights, means, covs)

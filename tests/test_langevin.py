@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from course_lib.distributions import GaussianMixture
+from course_lib.distributions import GaussianMixture, separated_modes
 from course_lib.langevin import annealed_langevin, langevin_dynamics
 
 
@@ -38,9 +38,22 @@ def test_noiseless_gradient_ascent_collapses_to_the_mode():
 
 def mixture() -> GaussianMixture:
     """Song & Ermon's (2019, Fig. 3) example: weights 0.2 / 0.8 at (-5, -5) and (5, 5), unit covariance."""
-    eye = torch.eye(2, dtype=torch.float64)
-    return GaussianMixture(torch.tensor([0.2, 0.8], dtype=torch.float64),
-                           torch.tensor([[-5.0, -5.0], [5.0, 5.0]], dtype=torch.float64), torch.stack([eye, eye]))
+    return separated_modes(dtype=torch.float64)
+
+
+def test_separated_modes_is_song_and_ermons_mixture_with_a_high_barrier():
+    mix = mixture()
+    assert mix.dim == 2 and mix.means.dtype == torch.float64
+    torch.testing.assert_close(mix.weights, torch.tensor([0.2, 0.8], dtype=torch.float64))
+    torch.testing.assert_close(mix.means, torch.tensor([[-5.0, -5.0], [5.0, 5.0]], dtype=torch.float64))
+    torch.testing.assert_close(mix.covs, torch.eye(2, dtype=torch.float64).expand(2, 2, 2))
+    # along the diagonal x = (t, t): log p = log(0.2 e^{-(t+5)^2} + 0.8 e^{-(t-5)^2}) - log(2 pi);
+    # its minimum (the saddle) lies 23.6 below the light peak and 25.0 below the heavy one
+    t = torch.linspace(-6, 6, 120_001, dtype=torch.float64)
+    log_p = mix.log_prob(torch.stack([t, t], dim=1))
+    saddle = log_p[t.abs() < 4].min()
+    assert abs(log_p[t < 0].max() - saddle - 23.6) < 0.05 and abs(log_p[t > 0].max() - saddle - 25.0) < 0.05
+    assert separated_modes(dtype=torch.float32).means.dtype == torch.float32
 
 
 def noised_score(mix: GaussianMixture):
