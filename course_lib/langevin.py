@@ -8,7 +8,8 @@ step size eta is
 the Euler-Maruyama step of dx = (1/2) grad log p(x) dt + dw, whose stationary law is p.
 The other common form, x + eps grad log p + sqrt(2 eps) z, is the same move with eta = 2 eps.
 Without the Metropolis correction (unadjusted Langevin, ULA) the chain's stationary law is
-close to p, with a bias that vanishes as eta -> 0.
+close to p, with a bias that vanishes as eta -> 0: on N(0, s^2) it is N(0, s^2 / (1 - eta / (4 s^2)))
+for 0 < eta < 4 s^2. With it (MALA, Roberts & Tweedie, 1996) p is exactly invariant for every eta.
 
 Shapes: `x: (B, *D)`; `score_fn(x) -> (B, *D)`; a noise-conditional `score_fn(x, sigma)`
 takes `sigma: (B,)`.
@@ -52,6 +53,41 @@ def langevin_dynamics(score_fn: Callable[[Tensor], Tensor], x: Tensor, *, step_s
         x = langevin_step(score_fn(x), x, step_size, temperature=temperature, generator=generator)
         if callback is not None:
             callback({"i": i, "x": x})
+    return x
+
+
+def mala_log_accept_ratio(x: Tensor, y: Tensor, log_p_x: Tensor, log_p_y: Tensor, score_x: Tensor,
+                          score_y: Tensor, step_size: float) -> Tensor:
+    """log [p(y) q(x | y) / (p(x) q(y | x))]: (B,), the Metropolis-Hastings log ratio for the
+    Langevin proposal q(y | x) = N(y; x + (eta/2) s(x), eta I), with x, y, score_x, score_y:
+    (B, *D), log_p_x, log_p_y: (B,) (log p up to one additive constant) and eta = step_size."""
+    def log_q(to, frm, score_frm):  # log q(to | frm) up to the constant that cancels
+        return -(to - frm - 0.5 * step_size * score_frm).flatten(1).square().sum(1) / (2 * step_size)
+
+    return log_p_y - log_p_x + log_q(x, y, score_y) - log_q(y, x, score_x)
+
+
+def mala(log_prob_fn: Callable[[Tensor], Tensor], score_fn: Callable[[Tensor], Tensor], x: Tensor, *,
+         step_size: float, n_steps: int, generator=None, callback=None) -> Tensor:
+    """Metropolis-adjusted Langevin algorithm (Roberts & Tweedie, 1996): propose the Langevin
+    move y = x + (eta/2) s(x) + sqrt(eta) z (eta = step_size), accept it with probability
+    min(1, p(y) q(x | y) / (p(x) q(y | x))), else stay at x. p is exactly invariant for every
+    eta > 0. log_prob_fn(x): (B,), log p up to a constant; score_fn(x): (B, *D); x: (B, *D).
+    callback gets {"i", "x", "accepted"} after each move, accepted: (B,) bool."""
+    step_size = check_positive("step_size", step_size)
+    _check_steps("n_steps", n_steps)
+    log_p, score = log_prob_fn(x), score_fn(x)
+    for i in range(n_steps):
+        y = langevin_step(score, x, step_size, generator=generator)
+        log_p_y, score_y = log_prob_fn(y), score_fn(y)
+        log_ratio = mala_log_accept_ratio(x, y, log_p, log_p_y, score, score_y, step_size)
+        u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
+        accepted = u.log() < log_ratio  # a NaN ratio (a proposal that overflowed) is rejected
+        keep_y = append_dims(accepted, x.ndim)
+        x, score = torch.where(keep_y, y, x), torch.where(keep_y, score_y, score)
+        log_p = torch.where(accepted, log_p_y, log_p)
+        if callback is not None:
+            callback({"i": i, "x": x, "accepted": accepted})
     return x
 
 

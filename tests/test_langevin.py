@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from course_lib.distributions import GaussianMixture, separated_modes
-from course_lib.langevin import annealed_langevin, langevin_dynamics
+from course_lib.langevin import annealed_langevin, langevin_dynamics, mala, mala_log_accept_ratio
 
 
 def test_ula_stationary_variance_is_the_biased_closed_form():
@@ -34,6 +34,56 @@ def test_noiseless_gradient_ascent_collapses_to_the_mode():
     x = langevin_dynamics(lambda x: -x / s2, x0, step_size=eta, n_steps=k, temperature=0.0)
     torch.testing.assert_close(x, (1 - eta / (2 * s2)) ** k * x0, rtol=1e-12, atol=1e-300)
     assert x.var(0).max() < 1e-12
+
+
+def test_mala_is_exactly_unbiased_where_ula_is_not():
+    """On N(0, s2) with eta = 1 (s2 = 1: ULA's variance is s2 / (1 - 1/4) = 4/3; s2 = 0.5: it is
+    1.0 = 2 s2), chains started from p stay exactly distributed as p under MALA, so the sample
+    variance of n independent chains is within its Gaussian SE s2 sqrt(2 / (n - 1)) of s2."""
+    s2 = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    eta, n = 1.0, 20_000
+    gen = torch.Generator().manual_seed(4)
+    x0 = torch.randn(n, 2, generator=gen, dtype=torch.float64) * s2.sqrt()
+    accepted = []
+    x = mala(lambda x: -(x.square() / (2 * s2)).sum(1), lambda x: -x / s2, x0, step_size=eta, n_steps=50,
+             generator=gen, callback=lambda info: accepted.append(info["accepted"].double().mean()))
+    se = s2 * math.sqrt(2 / (n - 1))
+    assert ((x.var(0) - s2).abs() < 4 * se).all(), x.var(0)
+    assert 0.5 < float(torch.stack(accepted).mean()) < 0.95  # moves do happen
+    y = langevin_dynamics(lambda x: -x / s2, x0, step_size=eta, n_steps=50, generator=gen)
+    v = s2 / (1 - eta / (4 * s2))
+    assert ((y.var(0) - v).abs() < 4 * v * math.sqrt(2 / (n - 1))).all()
+    assert ((y.var(0) - s2) > 10 * se).all()  # the same step without the correction is biased
+
+
+def test_mala_converges_from_a_far_start_and_ignores_the_normalizing_constant():
+    """From x0 = 4 the chains reach N(0, 1) (mean and variance within 4 SE); shifting log p by a
+    constant changes nothing, draw for draw."""
+    n = 20_000
+    x0 = torch.full((n, 1), 4.0, dtype=torch.float64)
+    run = lambda c: mala(lambda x: -0.5 * x.square().sum(1) + c, lambda x: -x, x0,  # noqa: E731
+                         step_size=0.8, n_steps=200, generator=torch.Generator().manual_seed(5))
+    x = run(0.0)
+    assert abs(float(x.mean())) < 4 / math.sqrt(n) and abs(float(x.var()) - 1) < 4 * math.sqrt(2 / n)
+    torch.testing.assert_close(run(123.0), x, rtol=0, atol=0)
+
+
+def test_mala_log_accept_ratio_by_hand():
+    """N(0, 1), eta = 1, x = 0, y = 1: log p(y) - log p(x) = -1/2, log q(y | x) = -1/2 (the drift
+    at 0 is 0), log q(x | y) = -(0 - 1 + 1/2)^2 / 2 = -1/8; the ratio is -1/8. It is antisymmetric
+    in (x, y)."""
+    x, y = torch.zeros(1, 1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64)
+    lp = lambda v: -0.5 * v.square().sum(1)  # noqa: E731
+    r = mala_log_accept_ratio(x, y, lp(x), lp(y), -x, -y, 1.0)
+    torch.testing.assert_close(r, torch.tensor([-0.125], dtype=torch.float64))
+    gen = torch.Generator().manual_seed(6)
+    x, y = torch.randn(8, 3, 2, generator=gen, dtype=torch.float64), torch.randn(8, 3, 2, generator=gen, dtype=torch.float64)
+    lp = lambda v: -v.flatten(1).pow(4).sum(1)  # noqa: E731
+    score = lambda v: -4 * v.pow(3)  # noqa: E731
+    forward = mala_log_accept_ratio(x, y, lp(x), lp(y), score(x), score(y), 0.3)
+    backward = mala_log_accept_ratio(y, x, lp(y), lp(x), score(y), score(x), 0.3)
+    assert forward.shape == (8,)
+    torch.testing.assert_close(forward, -backward, rtol=1e-12, atol=1e-12)
 
 
 def mixture() -> GaussianMixture:
@@ -98,6 +148,10 @@ def test_bad_arguments_raise():
         langevin_dynamics(lambda x: x, x, step_size=0.0, n_steps=1)
     with pytest.raises(ValueError):
         langevin_dynamics(lambda x: x, x, step_size=0.1, n_steps=0)
+    with pytest.raises(ValueError, match="step_size"):
+        mala(lambda x: x.sum(1), lambda x: x, x, step_size=-1.0, n_steps=1)
+    with pytest.raises(ValueError, match="n_steps"):
+        mala(lambda x: x.sum(1), lambda x: x, x, step_size=0.1, n_steps=2.5)
     with pytest.raises(ValueError):
         annealed_langevin(lambda x, s: x, x, torch.tensor([0.1, 1.0]))  # increasing
     with pytest.raises(ValueError):
