@@ -3,8 +3,10 @@ and the prior; course_lib.sde."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy.integrate import quad
 
 from course_lib.sde import SubVPSDE, VESDE, VPSDE, probability_flow_drift, reverse_drift
 from course_lib.utils import append_dims
@@ -96,8 +98,84 @@ def test_prior_sampling_std(sde):
 
 
 def test_discrete_betas_are_ddpm():
+    """Bit for bit DDPM's table (Ho et al., 2020), as the docstring promises."""
     ddpm = torch.linspace(1e-4, 0.02, 1000, dtype=F64)
-    torch.testing.assert_close(VPSDE().discrete_betas(1000), ddpm, rtol=1e-14, atol=0)
+    assert torch.equal(VPSDE().discrete_betas(1000), ddpm)
+    ddpm_alpha_bar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000))  # numpy, not the library
+    np.testing.assert_allclose(VPSDE().alphas_cumprod(1000).numpy(), ddpm_alpha_bar, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 10, 19, 20, 1000.0, True, np.float64(50)])
+@pytest.mark.parametrize("method", ["discrete_betas", "alphas_cumprod"])
+def test_ddpm_chain_refuses_a_beta_at_or_above_one(method, n):
+    """With beta_max = 20, n <= 20 puts beta_max / n >= 1 in the chain (alpha-bar 0 at n = 20,
+    negative entries below, -1.66e-3 at index 5 for n = 10), and n = 1 is a one-point linspace;
+    non-integers are refused too. The error names n and the smallest valid n."""
+    with pytest.raises(ValueError, match=r"n must be an integer >= 21"):
+        getattr(VPSDE(), method)(n)
+
+
+def test_ddpm_chain_threshold_follows_beta_max():
+    sde = VPSDE(beta_min=0.1, beta_max=5.0)
+    with pytest.raises(ValueError, match=r">= 6"):
+        sde.discrete_betas(5)  # last beta = 5 / 5 = 1
+    assert float(sde.discrete_betas(6).max()) == 5.0 / 6
+    assert VPSDE(beta_min=0.1, beta_max=0.5).discrete_betas(2).tolist() == [0.05, 0.25]
+
+
+@pytest.mark.parametrize("n", list(range(21, 64)) + [100, 1000, np.int64(250)])
+def test_every_allowed_ddpm_chain_is_a_valid_markov_chain(n):
+    """Every allowed n gives betas in (0, 1), so alpha-bar lies in (0, 1) and decreases."""
+    betas, alpha_bar = VPSDE().discrete_betas(n), VPSDE().alphas_cumprod(n)
+    assert betas.shape == alpha_bar.shape == (int(n),)
+    assert bool(((betas > 0) & (betas < 1)).all())
+    assert bool(((alpha_bar > 0) & (alpha_bar < 1)).all()) and bool((alpha_bar[1:] < alpha_bar[:-1]).all())
+    assert bool(torch.isfinite((1 - betas).sqrt()).all())
+
+
+def test_the_continuous_chain_is_valid_at_any_n_and_is_not_ddpm():
+    """The docstring's alternative, beta_i = 1 - alpha(i/n)^2 / alpha((i-1)/n)^2 (computed here in
+    numpy from the closed form log alpha(t) = -beta_min t / 2 - (beta_max - beta_min) t^2 / 4),
+    lies in (0, 1) for every n, is the forward transition `samplers.forward_increments` builds
+    (G_i^2 = beta_i, (1 + f_i)^2 = 1 - beta_i) and differs from DDPM's table by 2.1e-4 at most."""
+    from course_lib import samplers
+
+    def log_alpha(t):
+        return -0.05 * t - 0.25 * 19.9 * t**2
+
+    for n in [1, 10, 1000]:
+        t = np.arange(n + 1) / n
+        beta = -np.expm1(2 * (log_alpha(t[1:]) - log_alpha(t[:-1])))
+        assert ((beta > 0) & (beta < 1)).all()
+        np.testing.assert_allclose(np.cumprod(1 - beta)[-1], np.exp(2 * log_alpha(1.0)), rtol=1e-12)
+        grid = samplers.levels(VPSDE(), torch.tensor(t[::-1].copy()).clamp_min(1e-3))
+        for (i, (high, low)) in enumerate(zip(grid, grid[1:])):
+            f_i, g_i = samplers.forward_increments(high, low)
+            if i < n - 1:  # away from the clamp at t = eps
+                assert math.isclose(g_i**2, beta[n - 1 - i], rel_tol=1e-10)
+                assert math.isclose((1 + f_i) ** 2, 1 - beta[n - 1 - i], rel_tol=1e-12)
+    difference = np.abs(beta - np.linspace(1e-4, 0.02, 1000))
+    assert 2.0e-4 < difference.max() < 2.2e-4  # 2.08e-4, at the last step
+    assert 0.099 < difference[0] / 1e-4 < 0.1  # 9.9 % of the first beta
+
+
+def test_ve_starts_from_the_data_convolved_with_sigma_min():
+    """VE's kernel std is sigma(t) itself, so p_0 = p_data * N(0, sigma_min^2 I): the SDE adds
+    int_0^t g^2 = sigma(t)^2 - sigma_min^2 (quadrature, not the library), and a mixture's
+    marginal at t = 0 carries sigma_min^2 I in every covariance (numbers of the docstring)."""
+    from course_lib.distributions import GaussianMixture
+
+    ve = VESDE()
+    for t in [1e-3, 0.3, 1.0]:
+        added, _ = quad(lambda s: float(ve.diffusion(torch.tensor(s, dtype=F64))) ** 2, 0.0, t,
+                        epsabs=0, epsrel=1e-12)
+        sigma_t = 0.01 * 5000.0**t
+        assert math.isclose(added, sigma_t**2 - 0.01**2, rel_tol=1e-9)
+    sigma = float(ve.marginal_std(torch.tensor(1e-3, dtype=F64)))
+    assert round(sigma, 5) == 0.01009 and round(math.sqrt(sigma**2 - 0.01**2), 5) == 0.00131
+    data = GaussianMixture(*(torch.tensor(v, dtype=F64) for v in ([1.0], [[0.0, 0.0]], [[[1.0, 0.0], [0.0, 2.0]]])))
+    torch.testing.assert_close(data.marginal(ve, 0.0).covs, data.covs + 0.01**2 * torch.eye(2, dtype=F64),
+                               rtol=1e-12, atol=0)
 
 
 def test_alphas_cumprod_converges_at_first_order():
