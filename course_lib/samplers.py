@@ -174,9 +174,12 @@ def langevin_corrector(score_fn: ScoreFn, sde: SDE, x: Tensor, t: Tensor | float
 def predictor_corrector(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *,
                         predictor=reverse_diffusion_step, snr: float = 0.16, n_corrector_steps: int = 1,
                         generator=None, callback=None, project=None) -> Tensor:
-    """Predictor-corrector sampling (Song et al., 2021, Alg. 1): at each t_i, `n_corrector_steps`
-    Langevin moves at t_i, then one `predictor` step (e.g. `reverse_diffusion_step`,
-    `euler_maruyama_step`) to t_{i+1}; 0 corrector steps is the plain predictor.
+    """Predictor-corrector sampling (Song et al., 2021), corrector first as in score_sde's
+    `pc_sampler` code: at each t_i, `n_corrector_steps` Langevin moves at t_i, then one
+    `predictor` step (e.g. `reverse_diffusion_step`, `euler_maruyama_step`) to t_{i+1}; 0
+    corrector steps is the plain predictor. The paper's Algorithm 1 writes the predictor first
+    and corrects at the time it reaches; both alternate the same moves and differ only at the
+    ends (here the prior sample at T is corrected, and no corrector runs at the last time).
     The last step returns the predictor's mean (no noise injected at t = eps).
     `project(x, t) -> x`, if given, is applied after the correctors and after every predictor
     step, at the time x has reached (`t: (B,)`; inpainting's replacement of known coordinates

@@ -237,3 +237,21 @@ def test_stochastic_samplers_return_the_noise_free_mean_at_the_last_step(sampler
                   generator=torch.Generator().manual_seed(1), callback=seen.append)
     assert torch.equal(out, seen[-1]["x_mean"]) and torch.equal(out, seen[-1]["x"])
     assert not torch.equal(seen[-2]["x"], seen[-2]["x_mean"])  # earlier steps do add noise
+
+
+@pytest.mark.parametrize("n_corrector_steps", [1, 2])
+def test_predictor_corrector_corrects_first_as_score_sde_does(n_corrector_steps):
+    """The order of score_sde's pc_sampler: at each t_i the corrector's moves, then the predictor
+    from t_i, so the score is read at t_0 = T (n_corrector_steps + 1) times, ..., never at the last
+    time; Algorithm 1's predictor-first order would read it at t_1, ..., t_N after the corrector."""
+    sde, seen = VPSDE(), []
+    ts = grid(sde, 4)
+
+    def score_fn(x, t):
+        seen.append(float(t[0]))
+        return -x
+
+    x = sde.prior_sampling((8, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    samplers.predictor_corrector(score_fn, sde, x, ts, n_corrector_steps=n_corrector_steps,
+                                 generator=torch.Generator().manual_seed(1))
+    assert seen == [t for t in ts[:-1].tolist() for _ in range(n_corrector_steps + 1)]
