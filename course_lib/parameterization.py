@@ -125,3 +125,19 @@ class ScoreFromV(_ScoreFrom):
     """score for a network predicting v = alpha eps - sigma x_0."""
 
     to_score = staticmethod(score_from_v)
+
+
+class SigmaConditionedScore(nn.Module):
+    """NCSN's noise-conditional score s(x, sigma) = -net(x, log sigma) / sigma for a network
+    predicting the noise eps of x = x_0 + sigma eps (Song & Ermon, 2020, technique 3: the score's
+    size scales as 1 / sigma, so the network's output stays of order one at every level).
+    x: (B, *D), sigma: (B,) or a float; `score_fn(x, sigma)` for `langevin.annealed_langevin`.
+    Under the VE SDE, sigma = sde.marginal_std(t) turns it into a time-conditioned score."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        sigma = batch_time(sigma, x)
+        return score_from_eps(self.net(x, sigma.log()), sigma)

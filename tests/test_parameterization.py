@@ -124,3 +124,24 @@ def test_wrapper_registers_the_network():
     assert sum(p.numel() for p in wrapped.parameters()) == 0  # a plain callable is not a module
     wrapped = P.ScoreFromX0(net, VPSDE())
     assert sum(p.numel() for p in wrapped.parameters()) == 6
+
+
+def test_sigma_conditioned_score_is_minus_eps_over_sigma_and_matches_the_ve_reading():
+    """s(x, sigma) = -net(x, log sigma) / sigma; a network that outputs the exact noise
+    posterior mean gives the exact score of the noised mixture, read by sigma or by VE time."""
+    mixture = GaussianMixture([0.3, 0.7], [[-1.0, 0.5], [1.5, -0.5]], [[[0.2, 0.05], [0.05, 0.3]], [[0.4, 0.0], [0.0, 0.1]]])
+    sde = VESDE(sigma_min=0.05, sigma_max=5.0)
+
+    class ExactEps(torch.nn.Module):  # eps(x, log sigma) = -sigma * score_sigma(x)
+        def forward(self, x, log_sigma):
+            sigma = log_sigma.exp()
+            t = torch.log(sigma / sde.sigma_min) / sde.log_ratio
+            return -append_dims(sigma, x.ndim) * mixture.marginal_score(x, t, sde)
+
+    score = P.SigmaConditionedScore(ExactEps())
+    g = torch.Generator().manual_seed(0)
+    x = 2 * torch.randn(32, 2, generator=g, dtype=F64)
+    sigma = torch.exp(torch.empty(32, dtype=F64).uniform_(-2.5, 1.5, generator=g))
+    t = torch.log(sigma / sde.sigma_min) / sde.log_ratio
+    torch.testing.assert_close(score(x, sigma), mixture.marginal_score(x, t, sde), **TOL)
+    torch.testing.assert_close(score(x, 0.5), -ExactEps()(x, torch.full((32,), 0.5, dtype=F64).log()) / 0.5, **TOL)
