@@ -3,6 +3,7 @@ the library's objects.
 
     python -m course_lib.cli weights digits-ncsn     # train a recipe and write its shipped weights
     python -m course_lib.cli weights digits-vp --steps 2000 --out /tmp/quick.pt
+    python -m course_lib.cli weights digits-vp --checkpoint-dir ckpt   # resumable: add --resume ckpt/step_0005000.pt
 
 `weights` trains the named recipe (`course_lib.recipes`) from its fixed seed on its data set (the
 training split of scikit-learn's digits for the digits recipes, MNIST's training set through
@@ -13,6 +14,7 @@ torchvision for the MNIST ones) and writes the EMA weights to course_lib/weights
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -35,15 +37,15 @@ def _training_images(recipe, data_root: str, device):
 
 def weights_command(args) -> int:
     recipe = RECIPES[args.recipe]
-    if args.steps is not None:
-        recipe_run = recipes.replace_train(recipe, steps=args.steps)
-    else:
-        recipe_run = recipe
+    changes = {} if args.steps is None else {"steps": args.steps}
+    if args.checkpoint_dir is not None:  # bookkeeping only: the trajectory is the same
+        changes.update(checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every)
+    config = dataclasses.replace(recipe.train, **changes)
     device = get_device(args.device)
     images = _training_images(recipe, args.data_root, device)
-    print(f"training {recipe.name} for {recipe_run.train.steps} steps on {len(images)} images ({device})")
+    print(f"training {recipe.name} for {config.steps} steps on {len(images)} images ({device})")
     start = time.perf_counter()
-    state = recipes.train_recipe(recipe, images, config=recipe_run.train, device=device)
+    state = recipes.train_recipe(recipe, images, config=config, device=device, resume=args.resume)
     seconds = time.perf_counter() - start
     model = state.ema_model if state.ema_model is not None else state.model
     tail = state.loss_history[-500:]
@@ -65,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--out", default=None, help="where to write (default course_lib/weights/<name>.pt)")
     w.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
     w.add_argument("--data-root", default="data", help="folder for downloaded data sets (MNIST)")
+    w.add_argument("--checkpoint-dir", default=None, help="write resumable checkpoints into this folder")
+    w.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default 1000)")
+    w.add_argument("--resume", default=None, help="continue from a checkpoint of --checkpoint-dir")
     w.set_defaults(run=weights_command)
     return p
 
@@ -73,6 +78,8 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "steps", None) is not None and args.steps < 1:
         parser().error("--steps must be a positive integer")
+    if getattr(args, "checkpoint_every", 1) < 1:
+        parser().error("--checkpoint-every must be a positive integer")
     try:
         return args.run(args)
     except (ValueError, RuntimeError) as err:  # DatasetUnavailable, a bad device, ...

@@ -140,9 +140,10 @@ MNIST_VP = ScoreSDERecipe(name="mnist-vp", unet=UNetConfig(**_MNIST_UNET), beta_
 
 # -- training and weights ------------------------------------------------------------------------
 def train_recipe(recipe: Recipe, images: Tensor, *, config: TrainConfig | None = None, device=None,
-                 progress: bool = True) -> TrainState:
+                 progress: bool = True, resume=None) -> TrainState:
     """Train `recipe`'s model on images: (N, C, H, W) in [-1, 1] with `config` (default the
-    recipe's own). The initial weights are seeded by config.seed, so the run is reproducible."""
+    recipe's own). The initial weights are seeded by config.seed, so the run is reproducible;
+    `resume` continues from a checkpoint of `train.save_checkpoint` (see `train.train`)."""
     config = config or recipe.train
     expected = (recipe.unet.in_channels, recipe.unet.image_size, recipe.unet.image_size)
     if not torch.is_tensor(images) or images.ndim != 4 or tuple(images.shape[1:]) != expected:
@@ -151,7 +152,7 @@ def train_recipe(recipe: Recipe, images: Tensor, *, config: TrainConfig | None =
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = recipe.model()
-    return train(model, recipe.loss, images, config, device=device, progress=progress)
+    return train(model, recipe.loss, images, config, device=device, progress=progress, resume=resume)
 
 
 def fingerprint(recipe: Recipe) -> str:
