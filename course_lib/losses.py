@@ -123,13 +123,16 @@ def denoising_score_matching_loss(score_fn: Callable[[Tensor], Tensor], x: Tenso
 
 
 def ncsn_loss(score_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, sigmas: Tensor, *,
-              generator: torch.Generator | None = None) -> Tensor:
+              generator: torch.Generator | None = None,
+              weighting: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Song & Ermon's (2019) noise-conditional objective over a ladder sigma_1 > ... > sigma_L:
 
         J(s) = E_i E_{x, z}[ lambda(sigma_i) ||s(x + sigma_i z, sigma_i) + z / sigma_i||^2 / 2 ],
 
     with lambda(sigma) = sigma^2 and one index i ~ U{1..L} per sample (an unbiased estimate of
     their average over i). `x: (B, *D)`, `sigmas: (L,)`, `score_fn(x_noisy, sigma)` with sigma: (B,).
+    `weighting(sigma: (B,)) -> (B,)` replaces lambda (e.g. `torch.ones_like` for the unweighted
+    objective, to see why sigma^2 is used).
     """
     _check_x(x)
     if not torch.is_tensor(sigmas) or sigmas.ndim != 1 or sigmas.numel() < 1:
@@ -140,8 +143,13 @@ def ncsn_loss(score_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, sigmas: T
     sigma = sigmas.to(device=x.device, dtype=x.dtype)[idx]
     z = gaussian_like(x, generator=generator)
     s = _checked_score(score_fn(x + append_dims(sigma, x.ndim) * z, sigma), x)
-    # lambda(sigma) ||s + z / sigma||^2 = ||sigma s + z||^2
-    return 0.5 * _sq_norm(append_dims(sigma, x.ndim) * s + z).mean()
+    if weighting is None:  # lambda(sigma) ||s + z / sigma||^2 = ||sigma s + z||^2
+        return 0.5 * _sq_norm(append_dims(sigma, x.ndim) * s + z).mean()
+    lam = weighting(sigma)
+    if not torch.is_tensor(lam) or lam.shape != sigma.shape:
+        raise ValueError(f"weighting must map sigma: ({x.shape[0]},) to a tensor of the same shape, "
+                         f"got {tuple(lam.shape) if torch.is_tensor(lam) else type(lam).__name__}")
+    return 0.5 * (lam * _sq_norm(s + z / append_dims(sigma, x.ndim))).mean()
 
 
 # -- continuous-time DSM -----------------------------------------------------------------------

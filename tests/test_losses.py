@@ -205,6 +205,24 @@ def test_ncsn_loss_of_zero_score_is_half_the_dimension():
     assert abs(mean - D / 2) < N_SE * se
 
 
+
+def test_ncsn_loss_weighting_replaces_sigma_squared():
+    # weighting=sigma^2 is the default exactly (same draws); lambda = 1 on the zero score gives
+    # D / 2 E[1 / sigma^2] = D / 2 (1 + 4 + 16) / 3 = 7 D / 2, the figure quoted above
+    x = torch.zeros(BATCH, D, dtype=F64)
+    sigmas = torch.tensor([1.0, 0.5, 0.25], dtype=F64)
+    default = ncsn_loss(nonlinear_ncsn_score, x + 0.3, sigmas, generator=gen(950))
+    explicit = ncsn_loss(nonlinear_ncsn_score, x + 0.3, sigmas, generator=gen(950), weighting=lambda s: s**2)
+    torch.testing.assert_close(explicit, default, rtol=1e-12, atol=0)
+    mean, se = batch_mean_and_se(lambda g: ncsn_loss(zero_score, x, sigmas, generator=g, weighting=torch.ones_like))
+    assert abs(mean - 7 * D / 2) < N_SE * se
+    with pytest.raises(ValueError, match="weighting must map sigma"):
+        ncsn_loss(zero_score, x, sigmas, weighting=lambda s: s.sum())
+
+
+def nonlinear_ncsn_score(y, s):
+    return -torch.tanh(y) / s[:, None] + 0.1 * y.flip(1)
+
 def weight_over_variance(sde, weighting):
     """lambda(t) / sigma(t)^2 written from the SDE's own g and sigma, independently of the library's
     weighting functions: 1 for sigma^2, g^2 / sigma^2 for the likelihood weighting."""
