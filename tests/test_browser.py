@@ -129,6 +129,7 @@ def test_every_page_renders(book_html, server, browser):
 # wider than 100 px, animations' still frames not counted) and collapsed solutions.
 CHAPTERS = {
     "01_score_function": {"math": 20, "figures": 3, "solutions": 3},
+    "02_langevin_dynamics": {"math": 30, "figures": 22, "solutions": 3, "explorer_images": 18},  # 4 + 18 in the explorer
 }
 
 
@@ -146,6 +147,10 @@ def test_chapter_shows_math_figures_and_collapsed_solutions(server, browser, cha
     figures = page.locator("article img")
     wide = sum(figures.nth(i).evaluate("img => img.naturalWidth > 100") for i in range(figures.count()))
     assert wide >= expected["figures"], f"{chapter} should show its figures ({wide} found)"
+    if "explorer_images" in expected:  # an explorer's static fallback: pre-rendered figures, all loaded
+        loaded = page.locator("div.course-explorer img").evaluate_all(
+            "imgs => imgs.map(img => img.complete && img.naturalWidth > 100)")
+        assert loaded == [True] * expected["explorer_images"], f"{chapter}: explorer fallback images {loaded}"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{chapter}.png"), full_page=True)
     page.screenshot(path=str(SCREENSHOTS / f"{chapter}_top.png"))
