@@ -57,7 +57,8 @@ def train_digits_classifier(*, steps: int = 200, batch_size: int = 128, lr: floa
     """Train a DigitsClassifier with Adam and cross-entropy on `digits_split(seed=seed)[0]`.
 
     Returns the model in eval mode with frozen parameters. With the defaults it reaches
-    about 98 % accuracy on the held-out split in a few seconds on one CPU core.
+    about 98 % accuracy on the held-out split in a few seconds on one CPU core. Gradients are
+    enabled inside, so a first `digits_fd` call within `torch.no_grad()` still trains it.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
@@ -67,12 +68,13 @@ def train_digits_classifier(*, steps: int = 200, batch_size: int = 128, lr: floa
         torch.manual_seed(seed)  # the initial weights
         model = DigitsClassifier().to(train.images.device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
-        idx = torch.randint(0, len(train), (batch_size,), generator=generator).to(train.images.device)
-        loss = nn.functional.cross_entropy(model(train.images[idx]), train.labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    with torch.enable_grad():
+        for _ in range(steps):
+            idx = torch.randint(0, len(train), (batch_size,), generator=generator).to(train.images.device)
+            loss = nn.functional.cross_entropy(model(train.images[idx]), train.labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
     return model.eval().requires_grad_(False)
 
 

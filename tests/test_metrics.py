@@ -8,7 +8,7 @@ import torch
 
 from course_lib import metrics
 from course_lib.digits_classifier import (accuracy, default_digits_classifier, digits_fd, digits_split,
-                                          frechet_distance, sqrtm_psd)
+                                          frechet_distance, sqrtm_psd, train_digits_classifier)
 from course_lib.distributions import GaussianMixture
 from course_lib.metrics import median_bandwidth, mmd_rbf, mode_coverage, noise_floor, sliced_wasserstein
 
@@ -311,3 +311,10 @@ def test_digits_classifier_accuracy_and_fd():
     ones = train.images[train.labels == 1][: len(test)]  # a sampler that only draws ones
     collapsed = float(digits_fd(ones, train.images))
     assert 0 < floor and 10 * floor < collapsed and 10 * floor < noise
+
+
+def test_digits_classifier_trains_inside_no_grad():
+    # digits_fd trains the default classifier on first use, possibly inside torch.no_grad()
+    with torch.no_grad():
+        model = train_digits_classifier(steps=2)
+    assert not model.training  # before the fix, backward() raised: no grad inside no_grad()
