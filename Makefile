@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: book test env chromium student clean
+.PHONY: book test test-slow env chromium student colab book-no-solutions clean
 
 env: $(STAMP)
 
@@ -33,8 +33,20 @@ chromium:
 test: env chromium
 	COURSE_PROFILE=ci $(BIN)/python -m pytest
 
+# The slow tests: the student edition under nbval and the Colab path in a fresh venv (README.md).
+test-slow: env
+	COURSE_PROFILE=ci $(BIN)/python -m pytest -m slow
+
+# Editions of every chapter (course_lib.editions; see book/instructors.md).
 student: env
-	$(BIN)/python -m course_lib.student_version book --out student
+	$(BIN)/python -m course_lib.cli student --out student
+
+colab: env
+	$(BIN)/python -m course_lib.cli colab --out colab
+
+# The HTML book with no solution anywhere, from the executed chapters of `make book`.
+book-no-solutions: env
+	$(BIN)/python -m course_lib.cli book --no-solutions --executed _build/jupyter_execute --out _build/no-solutions
 
 clean:
-	rm -rf _build student
+	rm -rf _build student colab

@@ -5,10 +5,16 @@ the library's objects.
     python -m course_lib.cli weights digits-vp --steps 2000 --out /tmp/quick.pt
     python -m course_lib.cli weights digits-vp --checkpoint-dir ckpt   # resumable: add --resume ckpt/step_0005000.pt
 
+    python -m course_lib.cli student --out student   # the student edition of every chapter
+    python -m course_lib.cli colab --out colab       # the Colab edition of every chapter
+    python -m course_lib.cli grade alice.ipynb bob.ipynb --report grades.csv
+    python -m course_lib.cli book --no-solutions --executed _build/jupyter_execute
+
 `weights` trains the named recipe (`course_lib.recipes`) from its fixed seed on its data set (the
 training split of scikit-learn's digits for the digits recipes, MNIST's training set through
 torchvision for the MNIST ones) and writes the EMA weights to course_lib/weights/<name>.pt (or
---out). Bad arguments get a message naming the flag, never a traceback.
+--out). The editions, the grader and the book without solutions are `course_lib.editions`; see
+the instructors' page of the book. Bad arguments get a message naming the flag, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import argparse
 import dataclasses
 import sys
 import time
+from pathlib import Path
 
 from . import recipes
 from .runtime import get_device
@@ -71,7 +78,65 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default 1000)")
     w.add_argument("--resume", default=None, help="continue from a checkpoint of --checkpoint-dir")
     w.set_defaults(run=weights_command)
+    _edition_commands(sub)
     return p
+
+
+def edition_command(args) -> int:
+    from .editions import colab, student
+    from .editions.project import Book
+
+    book = Book.at(args.root)
+    transform = student.student_notebook if args.command == "student" else colab.colab_notebook
+    for path in student.write_edition(transform, book, args.out):
+        print(path)
+    return 0
+
+
+def grade_command(args) -> int:
+    from .editions import grading
+    from .editions.project import Book
+
+    book = Book.at(args.root)
+    reports = [grading.grade(path, book, args.chapter, timeout=args.timeout, profile=args.profile)
+               for path in args.notebooks]
+    print("\n".join(grading.render(r) for r in reports))
+    if args.report:
+        print(f"wrote {grading.write_reports(reports, args.report)}")
+    return 0
+
+
+def book_command(args) -> int:
+    from .editions import nosolutions
+    from .editions.project import Book
+
+    html = nosolutions.build(Book.at(args.root), args.out, executed=args.executed)
+    print(f"The book without solutions is in {html}/index.html")
+    return 0
+
+
+def _edition_commands(sub) -> None:
+    for name, what in (("student", "the student edition"), ("colab", "the Colab edition")):
+        e = sub.add_parser(name, help=f"write {what} of every chapter")
+        e.add_argument("--out", default=name, help=f"output folder (default {name}/)")
+        e.add_argument("--root", default=None, help="the book's folder (default: here)")
+        e.add_argument("--book-dir", default=None, help=argparse.SUPPRESS)  # student_version's
+        e.set_defaults(run=edition_command)
+    g = sub.add_parser("grade", help="run students' notebooks in a kernel and grade their exercises")
+    g.add_argument("notebooks", nargs="+", help="the completed student notebooks")
+    g.add_argument("--report", default=None, help="also write the grades to this .csv or .json file")
+    g.add_argument("--timeout", type=int, default=120, help="seconds per cell before it is interrupted (default 120)")
+    g.add_argument("--chapter", default=None, help="the chapter notebook (default: from the submission)")
+    g.add_argument("--profile", default="ci", choices=["ci", "cpu", "gpu"], help="COURSE_PROFILE for the run")
+    g.add_argument("--root", default=None, help="the book's folder (default: here)")
+    g.set_defaults(run=grade_command)
+    b = sub.add_parser("book", help="build the HTML book without solutions")
+    b.add_argument("--no-solutions", action="store_true", required=True, help="leave every solution out")
+    b.add_argument("--executed", default=None,
+                   help="executed notebooks of a previous build (its jupyter_execute/); default: execute now")
+    b.add_argument("--out", default="_build/no-solutions", help="build folder (default _build/no-solutions)")
+    b.add_argument("--root", default=None, help="the book's folder (default: here)")
+    b.set_defaults(run=book_command)
 
 
 def main(argv=None) -> int:
@@ -80,6 +145,10 @@ def main(argv=None) -> int:
         parser().error("--steps must be a positive integer")
     if getattr(args, "checkpoint_every", 1) < 1:
         parser().error("--checkpoint-every must be a positive integer")
+    if getattr(args, "timeout", 1) < 1:
+        parser().error("--timeout must be a positive number of seconds")
+    if getattr(args, "book_dir", None):  # `student_version book`: the book is the folder above
+        args.root = str(Path(args.book_dir).resolve().parent)
     try:
         return args.run(args)
     except (ValueError, RuntimeError) as err:  # DatasetUnavailable, a bad device, ...

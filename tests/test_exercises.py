@@ -188,7 +188,7 @@ def test_student_edition_strips_solutions_and_keeps_checks(tmp_path):
     assert "BEGIN SOLUTION" not in text and "torch.linalg.solve(cov" not in text
     assert "solution-start" not in text and "solution-end" not in text
     assert text.count("raise NotImplementedError") == 3
-    assert "exercises.check_gaussian_score" in text and "{exercise}" in text
+    assert "exercises.check_gaussian_score" in text and "**Exercise 1** (The score of a Gaussian)" in text
     cells = json.loads(text)["cells"]
     assert all(not c.get("outputs") for c in cells if c["cell_type"] == "code")
     stub = _solutions_from_student(chapter_1)
