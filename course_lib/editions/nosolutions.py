@@ -46,6 +46,11 @@ def _executed(book: Book, path: Path, executed: Path | None, timeout: int):
     return nb
 
 
+def _built_chapters(book: Book) -> list[Path]:
+    """The chapters the book builds: those in _toc.yml."""
+    return [p for p in book.chapters if book.docname(p) in book.docnames]
+
+
 def stage(book: Book, staging: Path, executed: str | Path | None = None) -> Path:
     """A copy of the book's sources with executed, solution-free chapters; returns its root."""
     if staging.exists():
@@ -60,7 +65,7 @@ def stage(book: Book, staging: Path, executed: str | Path | None = None) -> Path
     config = dict(book.config)
     timeout = int((config.get("execute") or {}).get("timeout", 900))
     downloads = staging / "_student_downloads"
-    for path in book.chapters:
+    for path in _built_chapters(book):
         docname = book.docname(path)
         nb = _executed(book, path, Path(executed) if executed else None, timeout)
         nbformat.write(without_solutions(nb, book, docname), staging / f"{docname}.ipynb")
@@ -103,7 +108,7 @@ def fingerprints(book: Book) -> list[str]:
     from .exercises import _directive
 
     found = []
-    for path in book.chapters:
+    for path in _built_chapters(book):
         nb = nbformat.read(path, as_version=4)
         exercises = read_exercises(book, path, nb)
         hidden = {i for e in exercises for i in (e.solution_start, e.solution)}
