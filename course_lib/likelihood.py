@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .samplers import ode_rk45, solve_ivp_torch
 from .sde import SDE, probability_flow_drift
-from .utils import batch_time, check_positive
+from .utils import append_dims, batch_time, check_positive
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -141,3 +141,29 @@ def decode(score_fn: ScoreFn, sde: SDE, z: Tensor, *, rtol: float = 1e-5, atol: 
            method: str = "RK45") -> tuple[Tensor, int]:
     """Latent z at T -> data x at eps along the probability-flow ODE: (x, NFE)."""
     return ode_rk45(score_fn, sde, z, t_start=sde.T, t_end=sde.eps, rtol=rtol, atol=atol, method=method)
+
+
+def slerp(z0: Tensor, z1: Tensor, u: Tensor) -> Tensor:
+    """Spherical interpolation between latents (Shoemake, 1985; as DDIM interpolates, Song, Meng &
+    Ermon, 2021): z(u) = sin((1 - u) W) / sin W z0 + sin(u W) / sin W z1, W the angle between z0
+    and z1. Gaussian latents in D dimensions lie near the sphere of radius sqrt(D); the straight
+    line between two of them cuts inside it (its midpoint has norm ~ sqrt(D / 2) for independent
+    ones), whereas z(u) keeps the norm for |z0| = |z1|.
+
+    z0, z1: (B, *D); u: (K,) fractions in [0, 1]; returns (K, B, *D). Written with sinc, so
+    nearly parallel pairs reduce to the straight line; antipodal pairs (W = pi) are refused."""
+    if z0.shape != z1.shape or z0.ndim < 2:
+        raise ValueError(f"z0 and z1 must have the same shape (B, *D), got {tuple(z0.shape)} and {tuple(z1.shape)}")
+    u = torch.as_tensor(u, device=z0.device, dtype=z0.dtype).reshape(-1)
+    if bool(((u < 0) | (u > 1)).any()):
+        raise ValueError("u must hold fractions in [0, 1]")
+    a, b = z0.flatten(1), z1.flatten(1)
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))  # (B,)
+    if bool((omega > math.pi - 1e-6).any()):
+        raise ValueError("z0 and z1 must not be antipodal: the great circle between them is not unique")
+    w = omega / math.pi  # sin(c W) / sin(W) = c sinc(c w) / sinc(w) with sinc(x) = sin(pi x) / (pi x)
+    u = u[:, None]
+    w0 = (1 - u) * torch.sinc((1 - u) * w) / torch.sinc(w)  # (K, B)
+    w1 = u * torch.sinc(u * w) / torch.sinc(w)
+    return append_dims(w0, z0.ndim + 1) * z0 + append_dims(w1, z0.ndim + 1) * z1

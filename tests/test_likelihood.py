@@ -105,3 +105,35 @@ def test_bad_arguments_raise():
     for kwargs in [dict(t_start=0.5, t_end=0.2), dict(t_end=1.5), dict(hutchinson_samples=0), dict(rtol=-1.0)]:
         with pytest.raises(ValueError):
             likelihood.pf_ode_log_likelihood(mix.score_fn(sde), sde, x, **kwargs)
+
+
+def test_slerp_keeps_the_norm_and_ends_at_its_endpoints():
+    gen = torch.Generator().manual_seed(3)
+    z0, z1 = torch.randn(2, 4, 4, 4, generator=gen, dtype=torch.float64).unbind(0)  # (B=4, 4, 4)
+    z1 = z1 * (z0.flatten(1).norm(dim=1) / z1.flatten(1).norm(dim=1)).view(4, 1, 1)  # equal norms
+    u = torch.linspace(0, 1, 7, dtype=torch.float64)
+    path = likelihood.slerp(z0, z1, u)
+    assert path.shape == (7, 4, 4, 4)
+    torch.testing.assert_close(path[0], z0, rtol=0, atol=1e-12)
+    torch.testing.assert_close(path[-1], z1, rtol=0, atol=1e-12)
+    norms = path.flatten(2).norm(dim=2)  # (K, B): constant along the arc
+    torch.testing.assert_close(norms, norms[:1].expand(7, 4), rtol=1e-12, atol=0)
+    # the angle to z0 grows linearly in u
+    cos = (path.flatten(2) * z0.flatten(1)).sum(2) / (norms * z0.flatten(1).norm(dim=1))
+    angle = torch.arccos(cos.clamp(-1, 1))
+    # arccos near 1 keeps only half the digits: sqrt(float64 round-off) ~ 1.5e-8
+    torch.testing.assert_close(angle, u[:, None] * angle[-1:], rtol=0, atol=1e-7)
+    # the straight line's midpoint cuts inside the sphere
+    assert bool(((0.5 * (z0 + z1)).flatten(1).norm(dim=1) < norms[0]).all())
+
+
+def test_slerp_of_parallel_latents_is_the_straight_line_and_antipodal_ones_raise():
+    z0 = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    u = torch.tensor([0.25], dtype=torch.float64)
+    torch.testing.assert_close(likelihood.slerp(z0, 3 * z0, u)[0], 1.5 * z0, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="antipodal"):
+        likelihood.slerp(z0, -z0, u)
+    with pytest.raises(ValueError, match="u must"):
+        likelihood.slerp(z0, 3 * z0, torch.tensor([1.5]))
+    with pytest.raises(ValueError, match="shape"):
+        likelihood.slerp(z0, z0[0], u)
