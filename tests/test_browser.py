@@ -168,3 +168,51 @@ def test_chapter_shows_math_figures_and_collapsed_solutions(server, browser, cha
     solutions.first.locator("button.toggle-button").click()
     expect(solutions.first.locator("div.highlight").first).to_be_hidden()
     page.close()
+
+
+@pytest.fixture(scope="module")
+def colab_preview(book_html, tmp_path_factory):
+    """Chapter 1's Colab edition, exported by Jupyter's own HTML exporter (nbconvert, lab
+    template) with MathJax served locally, on a server of its own."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from course_lib.editions.colab import colab_notebook
+    from course_lib.editions.project import Book
+
+    folder = tmp_path_factory.mktemp("colab_preview")
+    (folder / "mathjax").symlink_to(book_html / "_static" / "mathjax")
+    chapter = ROOT / "book" / "01_score_function.ipynb"
+    nb = colab_notebook(nbformat.read(chapter, as_version=4), Book.at(ROOT), "book/01_score_function")
+    exporter = HTMLExporter(template_name="lab", mathjax_url="mathjax/tex-mml-chtml.js")
+    page = exporter.from_notebook_node(nb)[0]
+    # the template configures MathJax 2 (from a CDN); the book ships MathJax 3: the same delimiters
+    config = ("<script>window.MathJax = {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']], "
+              "displayMath: [['$$', '$$'], ['\\\\[', '\\\\]']], processEscapes: true}};</script>")
+    assert page.count('<script src="mathjax/tex-mml-chtml.js">') == 1
+    page = page.replace('<script src="mathjax/tex-mml-chtml.js">', config + '<script src="mathjax/tex-mml-chtml.js">')
+    (folder / "chapter.html").write_text(page)
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_colab_edition_shows_exercises_math_and_citations_as_formatted_text(colab_preview, browser):
+    page, errors, external = _open(browser, colab_preview, "chapter.html")
+    text = page.inner_text("body")
+    assert page.locator("mjx-container").count() >= 20, "the Colab edition's math should typeset"
+    assert page.locator("strong", has_text="Exercise 1").count() == 1
+    assert page.locator("strong", has_text="Definition 1").count() == 1
+    assert "Hyvärinen (2005)" in text and "Aapo Hyvärinen. Estimation of non-normalized" in text
+    assert not re.search(r"\{(footcite|doc|exercise|prf:|solution|note)", text), "MyST left in the page"
+    details = page.locator("details")
+    assert details.count() == 3 and not details.first.locator("p").first.is_visible()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("strong", has_text="Exercise 1").scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "colab_01_score_function_exercises.png"))
+    page.screenshot(path=str(SCREENSHOTS / "colab_01_score_function.png"), full_page=True)
+    details.first.locator("summary").click()
+    assert details.first.locator("p").first.is_visible()  # a solution opens on click
+    page.close()
