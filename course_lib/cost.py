@@ -39,8 +39,9 @@ def seconds_per_step(model: nn.Module, loss_fn: LossFn, batch: Tensor, *, steps:
 
     The `warmup` steps run first and are not timed (they allocate the optimizer's state and warm
     caches); then each of `steps` steps is timed on its own and the median is returned, which a
-    short burst of load on a shared machine does not move. `model` is trained in place on the
-    device of `batch: (B, *D)`; `generator` feeds the loss's noise (default: seeded with 0).
+    short burst of load on a shared machine does not move. `model`, already on the device of
+    `batch: (B, *D)`, is trained in place; `generator` feeds the loss's noise (default: a
+    generator on that device seeded with 0).
     """
     _check_count("steps", steps, 1)
     _check_count("warmup", warmup, 0)

@@ -114,6 +114,13 @@ def one_probe_reused(field, x, n_probes, generator=None):
     return (v * _vjp(field, x, v)).sum(1)
 
 
+def exact_trace(field, x, n_probes, generator=None):  # the full Jacobian, not the estimate
+    x = x.detach().requires_grad_(True)
+    out = field(x)
+    rows = [torch.autograd.grad(out[:, i].sum(), x, retain_graph=True)[0][:, i] for i in range(x.shape[1])]
+    return sum(rows).detach()
+
+
 def negated(field, x, n_probes, generator=None):
     return -sum((v * _vjp(field, x, v)).sum(1) for v in _probes(x, n_probes, generator)) / n_probes
 
@@ -125,8 +132,9 @@ def negated(field, x, n_probes, generator=None):
     (negated, "sign is flipped"),
     (gaussian_probes, "Rademacher probes"),
     (one_probe_reused, "drawn afresh"),
+    (exact_trace, "exact trace"),
     (lambda f, x, n, generator=None: torch.zeros(x.shape[0], 1, dtype=x.dtype), "shape"),
-], ids=["sum", "frobenius", "probe-norm", "sign", "gaussian", "reused", "shape"])
+], ids=["sum", "frobenius", "probe-norm", "sign", "gaussian", "reused", "exact", "shape"])
 def test_hutchinson_trace_names_the_mistake(wrong, message):
     with pytest.raises(exercises.ExerciseFailure, match=message):
         exercises.check_hutchinson_trace(wrong)

@@ -47,14 +47,15 @@ def check_dsm_target(dsm_target: Callable[[Tensor, Tensor, float], Tensor]) -> N
 
 
 def _diagonal_fields(gen: torch.Generator, dim: int):
-    """Fields with a diagonal Jacobian, whose Rademacher estimate is exact: (field, exact trace fn)."""
+    """Fields with a diagonal Jacobian, whose every Rademacher estimate is exact."""
     c = 0.5 + torch.rand(dim, generator=gen, dtype=_DTYPE)
     scale = lambda y: c * y
     squash = lambda y: c * torch.tanh(y)
-    return {
-        "the linear field c * x": (scale, lambda y: c.sum().expand(y.shape[0]), lambda y: (c**2).sum().expand(y.shape[0])),
-        "the field c * tanh(x)": (squash, lambda y: (c * (1 - torch.tanh(y) ** 2)).sum(1),
-                                  lambda y: (c * (1 - torch.tanh(y) ** 2)).pow(2).sum(1)),
+    slope = lambda y: c * (1 - torch.tanh(y) ** 2)  # the diagonal of d(c tanh(x)) / dx
+    return {  # what -> (field, its trace, ||J v||^2 for any +-1 probe v)
+        "the linear field c * x": (scale, lambda y: c.sum().expand(y.shape[0]),
+                                   lambda y: (c**2).sum().expand(y.shape[0])),
+        "the field c * tanh(x)": (squash, lambda y: slope(y).sum(1), lambda y: slope(y).pow(2).sum(1)),
     }
 
 
@@ -83,8 +84,8 @@ def check_hutchinson_trace(hutchinson_trace: Callable[..., Tensor]) -> None:
                     and not torch.allclose(got_t, exact, rtol=1e-7, atol=1e-9):
                 err = float((got_t - exact).abs().max())
                 fail(f"hutchinson_trace is off by up to {err:.3g} {where}; with a diagonal Jacobian, "
-                     "Rademacher probes (entries +-1, so v_i^2 = 1) give the exact trace: draw +-1 probes, "
-                     "not Gaussian ones")
+                     "Rademacher probes (entries +-1, so v_i^2 = 1) give the exact trace: are your "
+                     "probes +-1 with probability 1/2 each (not Gaussian, not uniform on [0, 1])?")
             _assert_close("hutchinson_trace", got_t, exact, where, hints=hints)
     # 2. a dense Jacobian: unbiased, with the spread of n_probes independent probes
     dim, n_probes = 4, 4000
@@ -96,6 +97,9 @@ def check_hutchinson_trace(hutchinson_trace: Callable[..., Tensor]) -> None:
     sym = 0.5 * (a + a.T)
     se = math.sqrt(2 * float(sym.pow(2).sum() - sym.diagonal().pow(2).sum()) / n_probes)
     # 5 standard errors: a correct estimator fails with probability below 2e-6 per sample
+    if float((got - torch.trace(a)).abs().max()) < 1e-9:
+        fail("hutchinson_trace returns the exact trace for the dense field x @ A.T: that is the "
+             "full Jacobian's diagonal, not the random estimate; use one v^T J v per probe")
     if float((got - torch.trace(a)).abs().max()) > 5 * se:
         fail(f"hutchinson_trace is biased or too noisy for the dense field x @ A.T: its {n_probes}-probe "
              f"estimates {got.tolist()} should lie within {5 * se:.3g} of tr(A) = {float(torch.trace(a)):.4f}; "
