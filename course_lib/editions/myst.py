@@ -73,14 +73,14 @@ def directive_name(token) -> str | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Directive_:
+class DirectiveText:
     name: str
     argument: str
     options: dict
     body: str
 
 
-def read_directive(token) -> Directive_:
+def read_directive(token) -> DirectiveText:
     name = directive_name(token)
     first_line = token.info.split("}", 1)[1].strip()
     kind = _Untitled if name in ADMONITIONS[:-1] else _WithTitle
@@ -89,7 +89,7 @@ def read_directive(token) -> Directive_:
     result = parse_directive_text(kind, first_line, token.content.rstrip("\n"))
     if result.warnings:
         raise ConversionError(f"{{{name}}}: {result.warnings[0].msg}")
-    return Directive_(name, " ".join(result.arguments), result.options, "\n".join(result.body))
+    return DirectiveText(name, " ".join(result.arguments), result.options, "\n".join(result.body))
 
 
 def heading_text(inline) -> str:
@@ -249,7 +249,7 @@ class Converter:
         return f"[{shown}]({self.book.page_url(found.docname, found.anchor)})"
 
     # directives --------------------------------------------------------------------------
-    def directive(self, d: Directive_) -> str:
+    def directive(self, d: DirectiveText) -> str:
         if d.name in ENUMERATED:  # counted before its body, as BookIndex counts
             self.seen[d.name] += 1
             number = self.index.numbers.get((self.docname, d.name, self.seen[d.name]))
