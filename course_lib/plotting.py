@@ -7,6 +7,7 @@ the boundary with matplotlib.
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import matplotlib.pyplot as plt
@@ -95,6 +96,14 @@ def image_grid(ax: plt.Axes, images: Tensor, *, nrow: int = 8, value_range=(-1.0
 
 
 # -- animations -----------------------------------------------------------------------------
+_PLAYER_GLYPHS = {  # matplotlib's Font Awesome icon classes -> glyphs every font has
+    "fa fa-minus": "\u2212", "fa fa-plus": "+", "fa fa-pause": "\u275a\u275a",
+    "fa fa-play": "\u25b6", "fa fa-play fa-flip-horizontal": "\u25c0",
+    "fa fa-step-backward": "|\u25c0", "fa fa-step-forward": "\u25b6|",
+    "fa fa-fast-backward": "|\u25c0\u25c0", "fa fa-fast-forward": "\u25b6\u25b6|",
+}
+
+
 class Animation:
     """A matplotlib animation for a notebook cell: JavaScript HTML where scripts run (the HTML
     book, Jupyter, Colab) and a still PNG frame where they cannot (static viewers).
@@ -108,8 +117,13 @@ class Animation:
         self.still_frame = still_frame % n_frames
 
     def to_jshtml(self) -> str:
-        """The animation as self-contained HTML with its frames embedded (matplotlib's to_jshtml)."""
-        return self.anim.to_jshtml(default_mode="once")
+        """The animation as self-contained HTML with its frames embedded (matplotlib's to_jshtml).
+
+        matplotlib's player loads Font Awesome from a CDN for its button icons; the book must
+        work offline, so that link is dropped and each icon becomes a plain Unicode glyph."""
+        html = re.sub(r"<link[^>]*font-awesome[^>]*>", "", self.anim.to_jshtml(default_mode="once"))
+        return re.sub(r'<i class="(fa [^"]+)"></i>',
+                      lambda m: f'<span aria-hidden="true">{_PLAYER_GLYPHS.get(m.group(1), "?")}</span>', html)
 
     def still_png(self) -> bytes:
         """PNG bytes of the frame `still_frame` (default: the last one)."""

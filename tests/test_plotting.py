@@ -69,3 +69,14 @@ def test_animation_offers_javascript_html_and_a_still_frame():
     assert bundle["image/png"].startswith(b"\x89PNG") and drawn[-1] == 3  # the still is the last frame
     with pytest.raises(ValueError, match="n_frames"):
         plotting.animation(fig, update, 0)
+
+
+def test_animation_player_needs_nothing_from_the_network():
+    """matplotlib's player links Font Awesome from a CDN; the book works offline, so the link is
+    dropped and every button shows a glyph instead of an icon-font class."""
+    fig, ax = plt.subplots(figsize=(2, 2), dpi=40)
+    line = ax.plot([0.0], [0.0])[0]
+    html = plotting.animation(fig, lambda i: line.set_data([i], [i]), 3).to_jshtml()
+    assert "<link" not in html and "http://" not in html and "https://" not in html
+    assert 'class="fa' not in html and html.count("<button") == 9 and "?</span>" not in html
+    assert '<span aria-hidden="true">\u25b6</span>' in html  # the play button
