@@ -99,7 +99,14 @@ def write_edition(transform, book: Book, out_dir: str | Path, chapters=None) -> 
 
 def write_student_edition(book_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """The student edition of every chapter in `book_dir` (a book's `book/` folder), written
-    into `out_dir` with the chapters' file names."""
+    into `out_dir` with the chapters' file names. A chapter that cannot be converted (a chapter
+    in progress) is skipped with a warning, so it does not stop the others; `course student`
+    and the editions' tests are strict."""
+    import warnings
+
+    from .exercises import ConventionError
+    from .myst import ConversionError
+
     book_dir = Path(book_dir).resolve()
     if not book_dir.is_dir():
         raise ValueError(f"book_dir must be a directory of notebooks, got {book_dir}")
@@ -108,7 +115,11 @@ def write_student_edition(book_dir: str | Path, out_dir: str | Path) -> list[Pat
     for path in sorted(p for p in book_dir.glob("*.ipynb") if not p.name.startswith((".", "_"))):
         target = Path(out_dir) / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        nb = student_notebook(nbformat.read(path, as_version=4), book, book.docname(path))
+        try:
+            nb = student_notebook(nbformat.read(path, as_version=4), book, book.docname(path))
+        except (ConventionError, ConversionError) as err:
+            warnings.warn(f"{path.name} skipped: {err}", stacklevel=2)
+            continue
         nbformat.write(nb, target)
         written.append(target)
     return written
