@@ -131,6 +131,7 @@ CHAPTERS = {
     "01_score_function": {"math": 20, "figures": 3, "solutions": 3},
     "02_langevin_dynamics": {"math": 30, "figures": 22, "solutions": 3, "explorer_images": 18},  # 4 + 18 in the explorer
     "03_score_matching": {"math": 150, "figures": 6, "solutions": 4},
+    "04_ncsn": {"math": 80, "figures": 8, "solutions": 4},
 }
 
 
