@@ -12,7 +12,9 @@ tol 1e-10, float64), so their endpoint RMS error is pure discretization error. S
 compare the samples at t = eps with exact samples of p_0. Every sampler runs on its customary
 grid (named in its row). The "best" row is UniPC-3 (course_lib.multistep) on a grid fitted to
 the model for each NFE <= 50 (`multistep.fit_grid`, on calibration draws disjoint from the
-evaluation draws; the fitting cost is printed), and on the logSNR grid above that.
+evaluation draws; the fitting cost is printed), and on the logSNR grid above that. The
+"default" row is `course_lib.sampling.sample`, which fits nothing; a last table compares it with
+DPM-Solver++(2M) on the logSNR grid on ten mixtures, seven of them held aside from its choice.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ import torch
 from course_lib import dpm_solver as dpm
 from course_lib import multistep as ms
 from course_lib import samplers as smp
-from course_lib.distributions import GaussianMixture
+from course_lib import sampling
+from course_lib.distributions import GaussianMixture, ring_of_gaussians
 from course_lib.metrics import mmd_rbf, noise_floor, sliced_wasserstein
-from course_lib.sde import VESDE, VPSDE
+from course_lib.sde import VESDE, VPSDE, SubVPSDE
 
 F64 = torch.float64
 
@@ -38,6 +41,7 @@ F64 = torch.float64
 @dataclass(frozen=True)
 class Config:
     n_error: int  # prior draws for endpoint errors and sample metrics (float64)
+    n_default: int  # x5 (D <= 16) or x2 prior draws per model of the default-sampler table
     n_timing: int  # samples per timing run (float32)
     n_calibration: int  # prior draws the best sampler's grid is fitted on (disjoint; 4x for D <= 2)
     nfes: tuple  # NFE budgets of the tables
@@ -48,8 +52,8 @@ class Config:
     order_nfes: tuple  # NFE range of the fitted convergence order
 
 
-FULL = Config(2000, 10_000, 768, (5, 10, 20, 50, 100, 1000), (5, 10, 20, 50), 400, 20, 5, (20, 50, 100))
-QUICK = Config(300, 2000, 128, (5, 10, 20, 50), (10, 20), 40, 10, 2, (10, 20, 50))
+FULL = Config(2000, 2000, 10_000, 768, (5, 10, 20, 50, 100, 1000), (5, 10, 20, 50), 400, 20, 5, (20, 50, 100))
+QUICK = Config(300, 100, 2000, 128, (5, 10, 20, 50), (10, 20), 40, 10, 2, (10, 20, 50))
 
 
 # -- models ------------------------------------------------------------------------------------
@@ -73,6 +77,77 @@ def mixture_32d(dim: int = 32, k: int = 8) -> GaussianMixture:
     evals = 0.005 * torch.exp(math.log(100.0) * torch.rand(k, dim, generator=g, dtype=F64))
     covs = q @ torch.diag_embed(evals) @ q.transpose(1, 2)
     return GaussianMixture(weights, means, 0.5 * (covs + covs.transpose(1, 2)))
+
+
+def _rotated(evals: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Covariances Q_k diag(evals_k) Q_k^T with random orthogonal Q_k: (K, D, D)."""
+    k, dim = evals.shape
+    q, _ = torch.linalg.qr(torch.randn(k, dim, dim, generator=g, dtype=F64))
+    covs = q @ torch.diag_embed(evals) @ q.transpose(1, 2)
+    return 0.5 * (covs + covs.transpose(1, 2))
+
+
+def mixture_overlapping_64d() -> GaussianMixture:
+    """4 heavily overlapping modes in 64-D (means ~ N(0, 0.06 I), variances in [0.1, 1])."""
+    g = torch.Generator().manual_seed(5)
+    weights = torch.softmax(0.3 * torch.randn(4, generator=g, dtype=F64), 0)
+    means = 0.25 * torch.randn(4, 64, generator=g, dtype=F64)
+    evals = 0.1 * torch.exp(math.log(10.0) * torch.rand(4, 64, generator=g, dtype=F64))
+    return GaussianMixture(weights, means, _rotated(evals, g))
+
+
+def mixture_degenerate_16d() -> GaussianMixture:
+    """3 modes near 2-D planes of R^16: variances 0.1 and 0.03, then 1e-4 in 14 directions, so
+    the probability flow is stiff near t = eps, as for data on a low-dimensional manifold."""
+    g = torch.Generator().manual_seed(6)
+    means = 0.8 * torch.randn(3, 16, generator=g, dtype=F64)
+    evals = torch.full((3, 16), 1e-4, dtype=F64)
+    evals[:, :2] = torch.tensor([0.1, 0.03], dtype=F64)
+    return GaussianMixture(torch.tensor([0.5, 0.3, 0.2], dtype=F64), means, _rotated(evals, g))
+
+
+def mixture_8d() -> GaussianMixture:
+    """3 well-separated isotropic modes in 8-D with stds 0.3, 0.1, 0.5."""
+    g = torch.Generator().manual_seed(7)
+    means = 2 * torch.randn(3, 8, generator=g, dtype=F64)
+    covs = torch.stack([s**2 * torch.eye(8, dtype=F64) for s in (0.3, 0.1, 0.5)])
+    return GaussianMixture(torch.tensor([0.2, 0.5, 0.3], dtype=F64), means, covs)
+
+
+def mixture_many_modes_4d() -> GaussianMixture:
+    """10 modes in 4-D with random full covariances and unequal weights."""
+    g = torch.Generator().manual_seed(11)
+    weights = torch.softmax(torch.randn(10, generator=g, dtype=F64), 0)
+    means = 1.5 * torch.randn(10, 4, generator=g, dtype=F64)
+    a = 0.2 * torch.randn(10, 4, 4, generator=g, dtype=F64)
+    return GaussianMixture(weights, means, a @ a.transpose(1, 2) + 0.01 * torch.eye(4, dtype=F64))
+
+
+def mixture_degenerate_48d() -> GaussianMixture:
+    """4 modes near 3-D subspaces of R^48 (variances 0.05, 0.02, 0.01, then 1e-5)."""
+    g = torch.Generator().manual_seed(12)
+    means = 0.5 * torch.randn(4, 48, generator=g, dtype=F64)
+    evals = torch.full((4, 48), 1e-5, dtype=F64)
+    evals[:, :3] = torch.tensor([0.05, 0.02, 0.01], dtype=F64)
+    return GaussianMixture(torch.full((4,), 0.25, dtype=F64), means, _rotated(evals, g))
+
+
+def default_models() -> dict:
+    """(mixture, SDE) pairs of the default-sampler table: the three benchmark models the choice was
+    made on, then seven held aside from it (the last three were first run after the choice)."""
+    ring = ring_of_gaussians(8, 2.0, 0.05, dtype=F64)
+    return {
+        "2-D, VP (tuning)": (mixture_2d(), VPSDE()),
+        "32-D, VP (tuning)": (mixture_32d(), VPSDE()),
+        "2-D, VE (tuning)": (mixture_2d(), VESDE()),
+        "ring 8 x 0.05, VP": (ring, VPSDE()),
+        "64-D overlap, sub-VP": (mixture_overlapping_64d(), SubVPSDE()),
+        "16-D degenerate, VP": (mixture_degenerate_16d(), VPSDE()),
+        "8-D, VE": (mixture_8d(), VESDE()),
+        "4-D 10 modes, sub-VP": (mixture_many_modes_4d(), SubVPSDE()),
+        "48-D degenerate, VE": (mixture_degenerate_48d(), VESDE()),
+        "ring 6 x 0.15, VE": (ring_of_gaussians(6, 3.0, 0.15, dtype=F64), VESDE()),
+    }
 
 
 # -- samplers: run(score_fn, sde, x, nfe, generator) -> (x at eps, NFE used) ------------------------
@@ -109,6 +184,11 @@ def fitted(grids: dict):
     return run
 
 
+def default_sampler(score_fn, sde, x, nfe, generator):
+    """course_lib.sampling.sample: method, orders and grid from the NFE alone."""
+    return sampling.sample(score_fn, sde, x, nfe=nfe), nfe
+
+
 def pc(score_fn, sde, x, ts, *, generator=None, callback=None):
     return smp.predictor_corrector(score_fn, sde, x, ts, n_corrector_steps=1, generator=generator)
 
@@ -128,7 +208,11 @@ def entries(grids: dict) -> list[Entry]:
         Entry("DPM-Solver++(3M) (logSNR)", fixed_grid(ms.dpm_solver_pp_3m, logsnr), False),
         Entry("UniPC-3 (logSNR)", fixed_grid(ms.unipc_3, logsnr), False),
         Entry("best: UniPC-3 (fitted grid)", fitted(grids), False, one_grid=False),
+        Entry(DEFAULT, default_sampler, False, one_grid=False),
     ]
+
+
+DEFAULT = "default: sampling.sample"
 
 
 # -- measurements -------------------------------------------------------------------------------
@@ -160,7 +244,10 @@ def fit_grids(cfg: Config, mixture, sde) -> dict:
     x_ref = smp.ode_reference(score_fn, sde, x)
     start, grids = time.perf_counter(), {}
     for nfe in cfg.fit_nfes:
-        grids[nfe] = ms.fit_grid(ms.unipc_3, score_fn, sde, x, x_ref, nfe, max_evals=cfg.fit_evals)
+        fit = ms.fit_grid(ms.unipc_3, score_fn, sde, x, x_ref, nfe, max_evals=cfg.fit_evals)
+        grids[nfe] = fit.knots
+        print(f"  NFE {nfe:>3d}: held-out RMS error {fit.fitted_error:.3e} fitted vs {fit.start_error:.3e} on the "
+              f"logSNR grid: {'fitted grid kept' if fit.helped else 'logSNR grid kept'}")
     spent = cfg.fit_evals * sum(cfg.fit_nfes)
     print(f"  grids of the best sampler fitted on {n_cal} separate calibration draws at NFE "
           f"{list(cfg.fit_nfes)}: {time.perf_counter() - start:.0f} s, <= {spent} batched evaluations")
@@ -252,7 +339,7 @@ def print_quality(cfg: Config, results) -> None:
     em = results["Euler-Maruyama (t-uniform)", ref_nfe]
     print(f"\n  sample quality at <= 20 NFE against Euler-Maruyama with {ref_nfe} steps "
           f"(SW2 {em['sw2']:.2e}, MMD^2 {em['mmd']:.2e}); 'yes' = within 2 noise-floor std of it or below")
-    for name in ("DPM-Solver-3 fast (logSNR)", "DPM-Solver++(2M) (logSNR)", "best: UniPC-3 (fitted grid)"):
+    for name in ("DPM-Solver-3 fast (logSNR)", "DPM-Solver++(2M) (logSNR)", "best: UniPC-3 (fitted grid)", DEFAULT):
         for nfe in (n for n in cfg.nfes if n <= 20):
             r = results[name, nfe]
             ok = {k: r[k] <= em[k] + 2 * results["floors"][k][1] for k in ("sw2", "mmd")}
@@ -279,6 +366,38 @@ def section(cfg: Config, label: str, mixture, sde, with_timing: bool = True) -> 
     return results
 
 
+def default_table(cfg: Config) -> None:
+    """The default sampler against DPM-Solver++(2M) on the log-SNR grid on every model of
+    `default_models`, endpoint errors against the exact flow at NFE 5, 10, 20, 50."""
+    nfes = (5, 10, 20, 50)
+    print("\n=== the default sampler (course_lib.sampling) vs DPM-Solver++(2M) on the logSNR grid ===")
+    print("  endpoint error ratio default / DPM-Solver++(2M), RMS and median over prior draws; goal: <= 0.5 at NFE 10,")
+    print("  <= 0.25 at NFE 20. The RMS counts the few trajectories a step error sends to another mode: its ratio is")
+    print("  about the square root of the local-error ratio where such switches dominate (their number is ~ the error).")
+    head = "".join(f"{'NFE ' + str(n):>14s}" for n in nfes)
+    print(f"  {'model':24s}{'draws':>7s}{head}")
+    worst = {(stat, n): (0.0, "") for stat in ("rms", "median") for n in nfes}
+    for name, (mixture, sde) in default_models().items():
+        n_draws = cfg.n_default * (5 if mixture.dim <= 16 else 2)
+        score_fn = mixture.score_fn(sde)
+        x = sde.prior_sampling((n_draws, mixture.dim), generator=torch.Generator().manual_seed(1), dtype=F64)
+        x_ref = smp.ode_reference(score_fn, sde, x)
+        cells = []
+        for nfe in nfes:
+            ours = (sampling.sample(score_fn, sde, x, nfe=nfe) - x_ref).norm(dim=1)
+            base = (dpm.dpm_solver_pp_2m(score_fn, sde, x, dpm.logsnr_grid(sde, nfe, dtype=F64)) - x_ref).norm(dim=1)
+            ratios = {"rms": float(ours.pow(2).mean().sqrt() / base.pow(2).mean().sqrt()),
+                      "median": float(ours.median() / base.median())}
+            for stat, r in ratios.items():
+                if r > worst[stat, nfe][0]:
+                    worst[stat, nfe] = (r, name)
+            cells.append(f"{ratios['rms']:.2f} / {ratios['median']:.2f}")
+        print(f"  {name:24s}{n_draws:>7d}" + "".join(f"{c:>14s}" for c in cells))
+    for stat in ("rms", "median"):
+        print(f"  worst {stat:6s} ratio: " + ", ".join(f"NFE {n}: {worst[stat, n][0]:.2f} ({worst[stat, n][1]})"
+                                                     for n in nfes))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
@@ -301,6 +420,7 @@ def main() -> None:
             print(f"  {name:18s} NFE {nfe:>3d}: UniPC-3 + fitted grid {best['err']:.3e} vs DPM-Solver++(2M) "
                   f"{base['err']:.3e}: RMS ratio {best['err'] / base['err']:.2f}, "
                   f"median ratio {best['median'] / base['median']:.2f} (target <= 0.5)")
+    default_table(cfg)
     print("\ncomparison with diffusers and k-diffusion on the same nodes: benchmarks/compare_public.py")
     print(f"total time {time.perf_counter() - start:.0f} s")
 

@@ -32,7 +32,9 @@ import torch
 from torch import Tensor
 
 from .samplers import Level, NFECounter, check_grid, combine, data_prediction, levels, noise_prediction
-from .sde import SDE
+from .sde import SDE, VPSDE
+
+_REFERENCE_VP = VPSDE()  # the schedule that `vp_time_power_grid` measures time in
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -71,6 +73,24 @@ def quadratic_grid(sde: SDE, n: int, *, device=None, dtype=None) -> Tensor:
     check_steps(n)
     root = torch.linspace(math.sqrt(sde.T), math.sqrt(sde.eps), n + 1, dtype=torch.float64)
     return pin_ends(root**2, sde, device=device, dtype=dtype)
+
+
+def vp_time_power_grid(sde: SDE, n: int, k: float = 2.5, *, device=None, dtype=None) -> Tensor:
+    """n + 1 times from T to eps, uniform in tau^(1/k), where tau(lambda) is the time at which the
+    default VP SDE (beta from 0.1 to 20) reaches the half log-SNR lambda; each node is then mapped
+    to `sde`'s own time with the same lambda. For that VP SDE it is the grid uniform in t^(1/k)
+    (k = 2: `quadratic_grid`). Defined through lambda, it gives every SDE the same nodes over the
+    same lambda range (the solution of the probability-flow ODE in lambda and x / alpha does not
+    depend on the SDE), denser in the middle of the range than `logsnr_grid` and sparser at both
+    ends: the default grid of `course_lib.sampling` (k = 2.5)."""
+    check_steps(n)
+    if not (isinstance(k, (int, float)) and math.isfinite(k) and k >= 1):
+        raise ValueError(f"k must be a finite number >= 1, got {k!r}")
+    ends = torch.tensor([sde.T, sde.eps], dtype=torch.float64)
+    tau_T, tau_eps = _REFERENCE_VP.inverse_lambda(sde.marginal_lambda(ends)).tolist()
+    root = torch.linspace(tau_T ** (1.0 / k), tau_eps ** (1.0 / k), n + 1, dtype=torch.float64)
+    lam = _REFERENCE_VP.marginal_lambda(root**k)
+    return pin_ends(sde.inverse_lambda(lam), sde, device=device, dtype=dtype)
 
 
 # -- DPM-Solver steps (noise prediction) ----------------------------------------------------

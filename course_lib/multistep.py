@@ -25,12 +25,13 @@ deterministic sampler at NFE <= 50).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .dpm_solver import check_steps, pin_ends
+from .dpm_solver import check_steps, dpm_solver_pp_2m_step, pin_ends
 from .samplers import Level, NFECounter, check_grid, combine, data_prediction, levels
 from .sde import SDE
 
@@ -79,14 +80,18 @@ def multistep_update(x: Tensor, x0_s: Tensor, s: Level, t: Level, points: list[t
     return combine((t.sigma / s.sigma, x), (coef_s, x0_s), *history)
 
 
-def unipc(score_fn, sde, x, ts, *, order: int = 3, corrector: bool = True, generator=None, callback=None) -> Tensor:
+def unipc(score_fn, sde, x, ts, *, order: int = 3, corrector: bool = True, bh2: bool = False,
+          lower_order_final: bool = False, generator=None, callback=None) -> Tensor:
     """UniPC-p on the grid `ts`: predictor UniP-p (DPM-Solver++(pM)) and, when `corrector`,
     UniC-p at every step but the last (which would cost one more evaluation); NFE = len(ts) - 1.
 
     The multistep weights solve the order conditions with the exact phi-functions
-    (`multistep_weights`), so UniPC's free function B(h) cancels and the warm-up steps use the
-    same exact weights; the reference code instead fixes B(h) and, at warm-up, r = 0.5. Orders
-    agree; values differ at round-off-to-truncation level.
+    (`multistep_weights`), so UniPC's free function B(h) cancels wherever the system is square.
+    With `bh2`, the two places where the reference code fixes a coefficient instead follow its
+    B(h) = expm1(h) variant ("bh2"): the order-2 predictor uses rho = 1/2, which is exactly
+    DPM-Solver++(2M)'s update, and the order-1 corrector uses rho_c = 1/2. With
+    `lower_order_final`, step i of N uses order min(p, N - i): the last steps, often the longest
+    in lambda, do not extrapolate from far-away history (diffusers' `lower_order_final`).
 
     x: (B, *D) at ts[0]; ts: (N + 1,) strictly decreasing in [eps, T]; order in (1, 2, 3).
     The first steps use the history available (orders 1, 2, ...). `generator` is unused.
@@ -96,20 +101,39 @@ def unipc(score_fn, sde, x, ts, *, order: int = 3, corrector: bool = True, gener
         raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
     model = NFECounter(score_fn)
     grid = levels(sde, ts)
+    n = len(grid) - 1
     history = [(grid[0], data_prediction(model, x, grid[0]))]
     for i, t in enumerate(grid[1:]):
         s, x0_s = history[-1]
-        past = history[-order:-1]
-        x_pred = multistep_update(x, x0_s, s, t, past)
-        if i == len(grid) - 2:
+        p = min(order, len(history), n - i) if lower_order_final else min(order, len(history))
+        past = history[len(history) - p:-1]
+        x_pred = _predict(x, x0_s, s, t, past, bh2)
+        if i == n - 1:
             x = x_pred
         else:
             x0_t = data_prediction(model, x_pred, t)
-            x = multistep_update(x, x0_s, s, t, past + [(t, x0_t)]) if corrector else x_pred
+            x = _correct(x, x0_s, s, t, past, x0_t, bh2) if corrector else x_pred
             history = (history + [(t, x0_t)])[-order:]
         if callback is not None:
             callback({"i": i, "t": ts[i + 1], "x": x, "nfe": model.nfe})
     return x
+
+
+def _predict(x: Tensor, x0_s: Tensor, s: Level, t: Level, past: list, bh2: bool) -> Tensor:
+    """UniP with the earlier points `past`; bh2 at order 2 is DPM-Solver++(2M)'s step."""
+    if bh2 and len(past) == 1:
+        (prev, x0_prev), = past
+        return dpm_solver_pp_2m_step(x, x0_s, x0_prev, prev, s, t)
+    return multistep_update(x, x0_s, s, t, past)
+
+
+def _correct(x: Tensor, x0_s: Tensor, s: Level, t: Level, past: list, x0_t: Tensor, bh2: bool) -> Tensor:
+    """UniC with `past` and the new point (t, x0_t); bh2 at order 1 is the trapezoid
+    x_t = (sigma_t/sigma_s) x_s - alpha_t expm1(-h) (x0_s + x0_t) / 2 (rho_c = 1/2)."""
+    if bh2 and not past:
+        phi = -t.alpha * math.expm1(-(t.lam - s.lam))
+        return combine((t.sigma / s.sigma, x), (0.5 * phi, x0_s), (0.5 * phi, x0_t))
+    return multistep_update(x, x0_s, s, t, past + [(t, x0_t)])
 
 
 def dpm_solver_pp_3m(score_fn, sde, x, ts, *, generator=None, callback=None) -> Tensor:
@@ -149,24 +173,54 @@ def density_grid(sde: SDE, n: int, log_density: Tensor, *, device=None, dtype=No
     return pin_ends(sde.inverse_lambda(lam_T + u_grid * (lam_eps - lam_T)), sde, device=device, dtype=dtype)
 
 
+class GridFit(NamedTuple):
+    """What `fit_grid` found, judged on held-out draws."""
+
+    knots: Tensor        # (n_knots,) float64 for `density_grid`; all zeros (the logSNR grid) unless fitting helped
+    start_error: float   # held-out RMS endpoint error on the starting logSNR grid
+    fitted_error: float  # held-out RMS endpoint error on the fitted grid (whether or not it is returned)
+
+    @property
+    def helped(self) -> bool:
+        return self.fitted_error < self.start_error
+
+
+def _rms_error(sampler, score_fn, sde, x, x_ref, n, knots) -> float:
+    ts = density_grid(sde, n, torch.as_tensor(knots), device=x.device, dtype=x.dtype)
+    return float((sampler(score_fn, sde, x, ts) - x_ref).flatten(1).pow(2).sum(1).mean().sqrt())
+
+
 @torch.no_grad()
-def fit_grid(sampler, score_fn, sde: SDE, x: Tensor, x_ref: Tensor, n: int, *, n_knots: int = 8,
-             max_evals: int = 400) -> Tensor:
+def fit_grid(sampler, score_fn, sde: SDE, x: Tensor, x_ref: Tensor, n: int, *, x_heldout: Tensor | None = None,
+             ref_heldout: Tensor | None = None, n_knots: int = 8, max_evals: int = 400) -> GridFit:
     """Knots of `density_grid` that minimize the RMS endpoint error of `sampler` with n steps,
     sqrt(mean_b |sampler(x)_b - x_ref_b|^2), by Nelder-Mead from the logSNR grid (all zeros);
     in the spirit of "Align Your Steps" (Sabour et al., 2024), which fits the grid to the model.
 
     x: (B, *D) calibration draws at T; x_ref: their exact endpoints at eps (e.g.
-    `samplers.ode_reference`). Evaluate the fitted grid on other draws. Returns (n_knots,) float64.
+    `samplers.ode_reference`). The fit is judged on held-out draws (x_heldout, ref_heldout), by
+    default the second half of x: when it does not lower the held-out error of the starting grid,
+    the starting grid is returned, so a fitted grid never does harm on data like the held-out.
     """
     from scipy.optimize import minimize
 
+    if (x_heldout is None) != (ref_heldout is None):
+        raise ValueError("give both x_heldout and ref_heldout, or neither")
+    if x_heldout is None:
+        if x.shape[0] < 2:
+            raise ValueError(f"x must hold at least 2 draws to split off held-out ones, got {x.shape[0]}")
+        half = x.shape[0] // 2
+        x, x_ref, x_heldout, ref_heldout = x[:half], x_ref[:half], x[half:], x_ref[half:]
+
     def log_error(knots) -> float:
-        ts = density_grid(sde, n, torch.as_tensor(knots), device=x.device, dtype=x.dtype)
-        mse = float((sampler(score_fn, sde, x, ts) - x_ref).flatten(1).pow(2).sum(1).mean())
-        return math.log(mse) if math.isfinite(mse) and mse > 0 else math.inf
+        error = _rms_error(sampler, score_fn, sde, x, x_ref, n, knots)
+        return 2 * math.log(error) if math.isfinite(error) and error > 0 else math.inf
 
     start = np.zeros(n_knots)
     simplex = np.vstack([start, np.eye(n_knots)])  # unit moves of each knot: a factor e in density
     options = {"maxfev": max_evals, "xatol": 1e-2, "fatol": 1e-3, "initial_simplex": simplex}
-    return torch.as_tensor(minimize(log_error, start, method="Nelder-Mead", options=options).x, dtype=torch.float64)
+    knots = torch.as_tensor(minimize(log_error, start, method="Nelder-Mead", options=options).x, dtype=torch.float64)
+    start_error = _rms_error(sampler, score_fn, sde, x_heldout, ref_heldout, n, torch.zeros(n_knots, dtype=torch.float64))
+    fitted_error = _rms_error(sampler, score_fn, sde, x_heldout, ref_heldout, n, knots)
+    best = knots if fitted_error < start_error else torch.zeros(n_knots, dtype=torch.float64)
+    return GridFit(best, start_error, fitted_error)

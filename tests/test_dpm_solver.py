@@ -76,14 +76,36 @@ def test_density_grid_with_flat_density_is_the_logsnr_grid():
 
 def test_fit_grid_improves_on_the_logsnr_grid_it_starts_from():
     """Nelder-Mead starts at the logSNR grid (all-zero knots) and keeps its best point, so the
-    fitted grid's error on the calibration draws can only be lower (strictly, once it moved)."""
+    fitted grid's error on the calibration draws can only be lower (strictly, once it moved);
+    judged on held-out draws from the same prior, it helps here and is returned."""
     sde = VPSDE()
-    score_fn, x = mixture_2d().score_fn(sde), prior(sde, n=32)
+    score_fn, x = mixture_2d().score_fn(sde), prior(sde, n=64)
     x_ref = ode_reference(score_fn, sde, x)
-    knots = ms.fit_grid(ms.unipc_3, score_fn, sde, x, x_ref, 6, n_knots=4, max_evals=40)
-    fitted = rms(ms.unipc_3(score_fn, sde, x, ms.density_grid(sde, 6, knots, dtype=F64)), x_ref)
-    start = rms(ms.unipc_3(score_fn, sde, x, dpm.logsnr_grid(sde, 6, dtype=F64)), x_ref)
-    assert knots.shape == (4,) and fitted < start
+    fit = ms.fit_grid(ms.unipc_3, score_fn, sde, x[:32], x_ref[:32], 6, x_heldout=x[32:], ref_heldout=x_ref[32:],
+                      n_knots=4, max_evals=40)
+    fitted = rms(ms.unipc_3(score_fn, sde, x[:32], ms.density_grid(sde, 6, fit.knots, dtype=F64)), x_ref[:32])
+    start = rms(ms.unipc_3(score_fn, sde, x[:32], dpm.logsnr_grid(sde, 6, dtype=F64)), x_ref[:32])
+    assert fit.knots.shape == (4,) and fitted < start
+    assert fit.helped and fit.fitted_error < fit.start_error
+    held = rms(ms.unipc_3(score_fn, sde, x[32:], dpm.logsnr_grid(sde, 6, dtype=F64)), x_ref[32:])
+    assert fit.start_error == pytest.approx(held, rel=1e-12)
+
+
+def test_fit_grid_returns_the_starting_grid_when_fitting_does_not_help_on_held_out_draws():
+    """Held-out 'endpoints' that the logSNR grid reproduces exactly (its own outputs): there the
+    starting grid has zero error (up to round-off: density_grid with flat knots
+    is the logSNR grid to ~1e-15) and any moved grid a positive one, so the fit, which does move
+    on the calibration draws, must be refused and the logSNR grid (all-zero knots) returned."""
+    sde = VPSDE()
+    score_fn, x = mixture_2d().score_fn(sde), prior(sde, n=64)
+    x_ref = ode_reference(score_fn, sde, x[:32])
+    own = ms.unipc_3(score_fn, sde, x[32:], dpm.logsnr_grid(sde, 6, dtype=F64))
+    fit = ms.fit_grid(ms.unipc_3, score_fn, sde, x[:32], x_ref, 6, x_heldout=x[32:], ref_heldout=own,
+                      n_knots=4, max_evals=40)
+    assert fit.start_error < 1e-12 < 1e-6 < fit.fitted_error and not fit.helped  # round-off vs a moved grid
+    assert torch.equal(fit.knots, torch.zeros(4, dtype=F64))
+    with pytest.raises(ValueError, match="give both"):
+        ms.fit_grid(ms.unipc_3, score_fn, sde, x, x_ref, 6, x_heldout=x)
 
 
 # -- DDIM and the singlestep order rule ----------------------------------------------------------------
