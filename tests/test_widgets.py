@@ -4,6 +4,7 @@ the grid's images and labels, the live controls, and clear errors for bad argume
 import base64
 import io
 import re
+from pathlib import Path
 
 import matplotlib
 
@@ -128,3 +129,17 @@ def test_render_must_return_a_figure():
     explorer = widgets.explorer(lambda step_size: None, {"step_size": [0.1]})
     with pytest.raises(ValueError, match="render must return a matplotlib Figure, got NoneType"):
         explorer.fallback_html()
+
+
+def test_the_book_shows_the_fallback_not_the_widget_view():
+    """myst-nb ranks the bundle's types by `nb_mime_priority_overrides` (_config.yml): with it,
+    text/html comes before the widget view (without it, the widget view would win and the book,
+    which loads no widget JavaScript, would show nothing)."""
+    yaml = pytest.importorskip("yaml")
+    render = pytest.importorskip("myst_nb.core.render")
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "_config.yml").read_text())
+    overrides = [tuple(o) for o in config["sphinx"]["config"]["nb_mime_priority_overrides"]]
+    order = render.get_mime_priority("html", overrides)
+    assert order.index("text/html") < order.index(widgets.WIDGET_VIEW)
+    default = render.get_mime_priority("html", [])
+    assert default.index(widgets.WIDGET_VIEW) < default.index("text/html")
