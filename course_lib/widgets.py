@@ -15,8 +15,9 @@
 Both views travel in one display bundle: the widget view
 (`application/vnd.jupyter.widget-view+json`, from the ipywidgets object itself) and the grid as
 `text/html`. A front end shows the richest type it can render. JupyterLab and Notebook 7 rank
-the widget renderer (rank -10, from jupyterlab_widgets) before HTML (rank 50) for outputs of a
-cell run in the session; the book (myst-nb) prefers `text/html` over the widget view and loads
+the widget renderer (rank -10, from jupyterlab_widgets) before HTML (rank 50) for the trusted
+outputs of a cell run in the session; outputs reopened untrusted get the first *safe* renderer,
+the (sanitized) HTML grid. The book (myst-nb) prefers `text/html` over the widget view and loads
 no widget JavaScript (`nb_mime_priority_overrides` in `_config.yml`).
 """
 
