@@ -1,6 +1,7 @@
 # Two commands for a fresh machine (see README.md):
 #   make book   create the environment if needed, then build the HTML book with every chapter executed
 #   make test   the whole test suite: unit tests, every notebook (nbval), the book build, the browser test
+#   make lab    JupyterLab on book/, to run the chapters with the course's kernel
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: book test test-slow env chromium student colab book-no-solutions clean
+.PHONY: book test test-slow env chromium lab student colab book-no-solutions clean
 
 env: $(STAMP)
 
@@ -32,6 +33,14 @@ chromium:
 
 test: env chromium
 	COURSE_PROFILE=ci $(BIN)/python -m pytest
+
+# JupyterLab on the chapters, with the course's kernel: this .venv, where course_lib is installed
+# editable, so a library edit shows after a kernel restart. lab/jupyter_server_config.py keeps it
+# offline and saves notebooks without outputs. More options: make lab LAB_ARGS="--port=9999".
+LAB_ARGS ?=
+lab: env
+	$(BIN)/jupyter lab --config=lab/jupyter_server_config.py --ServerApp.root_dir=book \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # The slow tests: the student edition under nbval and the Colab path in a fresh venv (README.md).
 test-slow: env
