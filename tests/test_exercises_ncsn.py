@@ -64,7 +64,7 @@ def _ladder(kind):
     ("increasing", "the levels increase"),
     ("ratio over L", r"1 / \(n_levels - 1\)"),
     ("L - 1 levels", "both ends included"),
-    ("float32", "returned torch.float32"),
+    ("float32", r"returned torch.float32 .*return float64"),
     ("stub", "geometric_ladder is not implemented yet"),
 ])
 def test_ladder_mistakes_are_named(kind, message):
@@ -101,6 +101,15 @@ def _loss(power=2.0, sign=-1.0, clean=False, half=0.5, reduce="mean", stub=False
 def test_loss_mistakes_are_named(wrong, message):
     with pytest.raises(exercises.ExerciseFailure, match=message):
         exercises.check_weighted_dsm_loss(_loss(**wrong))
+
+
+def test_a_float32_sigma_is_named():
+    def annealed_level(score_fn, x, sigma, sigma_min, eps, z):
+        sigma_b = torch.full((x.shape[0],), sigma)  # float32, x is float64
+        return x + eps * score_fn(x, sigma_b)
+
+    with pytest.raises(exercises.ExerciseFailure, match="make the sigma tensor x's dtype"):
+        exercises.check_annealed_level(annealed_level)
 
 
 def test_loss_with_a_scalar_sigma_is_refused_with_the_shape():

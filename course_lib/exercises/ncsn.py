@@ -37,6 +37,8 @@ def check_geometric_ladder(geometric_ladder: Callable[[float, float, int], Tenso
         what = f"for sigma_max={sigma_max:.4g}, sigma_min={sigma_min:.4g}, n_levels={n}"
         got = geometric_ladder(sigma_max, sigma_min, n)
         expected = VESDE(sigma_min, sigma_max).discrete_sigmas(n)
+        if torch.is_tensor(got) and got.dtype != torch.float64:
+            fail(f"geometric_ladder returned {got.dtype} {what}; return float64 (dtype=torch.float64)")
         if torch.is_tensor(got) and got.ndim == 1 and got.shape[0] in (n - 1, n + 1):
             fail(f"geometric_ladder returned {got.shape[0]} levels {what}; the ladder has n_levels "
                  "levels, both ends included (n_levels - 1 ratios between them)")
@@ -61,6 +63,9 @@ def _toy_score(x: Tensor, sigma: Tensor) -> Tensor:
     if not torch.is_tensor(sigma) or sigma.shape != (x.shape[0],):
         raise ValueError(f"score_fn needs sigma as a tensor of shape (B,) = ({x.shape[0]},), one level "
                          f"per sample, got {tuple(sigma.shape) if torch.is_tensor(sigma) else sigma!r}")
+    if sigma.dtype != x.dtype:
+        fail(f"score_fn got sigma in {sigma.dtype} but x in {x.dtype}: make the sigma tensor x's dtype, "
+             "e.g. torch.full((B,), sigma, dtype=x.dtype)")
     s = append_dims(sigma, x.ndim)
     return -x / (1 + s**2) + torch.tanh(x).flip(-1) / s
 
