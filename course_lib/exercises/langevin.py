@@ -13,7 +13,7 @@ from torch import Tensor
 from ..distributions import GaussianMixture
 from .checking import DTYPE as _DTYPE, assert_close as _assert_close, exercise_check, fail
 
-__all__ = ["check_langevin_step", "check_ula_stationary_variance", "check_mala_accept_prob"]
+__all__ = ["check_langevin_step", "check_ula_stationary_covariance", "check_mala_accept_prob"]
 
 _OTHER_CONVENTION = ("that is the other convention, x + d score + sqrt(2 d) z with d = eta; in this "
                      "course's convention, eta / 2 multiplies the score and sqrt(eta) the noise")
@@ -49,40 +49,91 @@ def check_langevin_step(langevin_step: Callable[[Tensor, Tensor, float, Tensor],
     print("Correct: langevin_step = x + (eta/2) score + sqrt(eta) z, for points and images, float32 and float64.")
 
 
-@exercise_check
-def check_ula_stationary_variance(ula_stationary_variance: Callable[[Tensor, Tensor], Tensor]) -> None:
-    """Exercise: `ula_stationary_variance(s2: Tensor, step_size: Tensor) -> Tensor`, elementwise
-    the stationary variance of unadjusted Langevin on N(0, s2), for 0 < step_size < 4 s2."""
-    gen = torch.Generator().manual_seed(21)
-    # first 0 < eta < 1.9 s^2, where every typical wrong formula is finite and can be named,
-    # then 1.9 s^2 <= eta < 4 s^2, up to the edge of stability
-    s2 = torch.cat([torch.tensor([1.0, 1.0, 0.3, 2.0], dtype=_DTYPE),
-                    0.3 + 5 * torch.rand(60, generator=gen, dtype=_DTYPE)])
-    eta = torch.cat([torch.tensor([0.1, 1.0, 0.5, 3.0], dtype=_DTYPE),
-                     1.9 * torch.rand(60, generator=gen, dtype=_DTYPE) * s2[4:]])
-    a = 1 - eta / (2 * s2)  # x' = a x + sqrt(eta) z
-    hints = {
-        "that is s^2 / (1 - d / (2 s^2)) with d = eta; in this course's convention d = eta / 2":
-            s2 / (1 - eta / (2 * s2)),
-        "the variance is exactly s^2: unadjusted Langevin is biased, v = eta / (1 - a^2) with "
-        "a = 1 - eta / (2 s^2), and a^2 keeps its eta^2 / (4 s^4) term": s2.clone(),
-        "that is only the first order s^2 + eta / 4 of the exact fixed point": s2 + eta / 4,
-        "the bias has the wrong sign: the stationary variance is above s^2": s2 / (1 + eta / (4 * s2)),
-        "in 1 - a^2 the last term is eta^2 / (4 s^4), with eta squared": s2 / (1 - 1 / (4 * s2)),
-        "v = eta / (1 - a), but the fixed point of v = a^2 v + eta has 1 - a^2": eta / (1 - a),
-        "a = 1 - eta / s^2 drops the 1/2 of the drift (eta / 2) score": eta / (1 - (1 - eta / s2) ** 2),
-        "the noise variance is eta, not 2 eta": 2 * eta / (1 - a**2),
+def _random_cov(gen, dim: int, eig_min: float, eig_max: float) -> Tensor:
+    """A random symmetric positive definite (dim, dim) matrix, eigenvalues in [eig_min, eig_max],
+    the smallest exactly eig_min (it sets the stability limit 4 eig_min)."""
+    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=_DTYPE))
+    eig = eig_min + (eig_max - eig_min) * torch.rand(dim, generator=gen, dtype=_DTYPE)
+    eig[0] = eig_min
+    return (q * eig) @ q.T
+
+
+def _stationary_covariance(cov: Tensor, eta: float) -> Tensor:
+    """Sigma (I - eta Sigma^-1 / 4)^-1 through Sigma's eigenvalues, lambda / (1 - eta / (4 lambda))
+    along each eigenvector (not the formula a solution is likely to use)."""
+    eig, q = torch.linalg.eigh(cov.to(_DTYPE))
+    return ((q * (eig / (1 - eta / (4 * eig)))) @ q.T).to(cov.dtype)
+
+
+def _wrong_covariances(cov: Tensor, eta: float) -> dict[str, Tensor]:
+    """What the typical mistakes give, for a dense cov and 0 < eta < 1.9 lambda_min (where each
+    of these is finite)."""
+    eye = torch.eye(len(cov), dtype=cov.dtype)
+    inv = torch.linalg.inv(cov)
+    a = eye - 0.5 * eta * inv  # x' = A x + sqrt(eta) z
+
+    def fixed_point(a_, noise):  # the fixed point of C = a_ C a_ + noise I
+        return noise * torch.linalg.inv(eye - a_ @ a_)
+
+    diag = torch.diagonal(cov)
+    return {
+        "that applies s^2 / (1 - eta / (4 s^2)) to each entry of Sigma; the scalar result holds for "
+        "Sigma's eigenvalues, along its eigenvectors, not entry by entry": cov / (1 - eta / (4 * cov)),
+        "that treats the coordinates as independent (Sigma's diagonal only), but Sigma is not "
+        "diagonal: work along its eigenvectors": torch.diag(diag / (1 - eta / (4 * diag))),
+        "that is Sigma (I - d Sigma^-1 / 2)^-1 with d = eta, the other convention; in this "
+        "course's convention d = eta / 2": cov @ torch.linalg.inv(eye - 0.5 * eta * inv),
+        "the stationary covariance is exactly Sigma: unadjusted Langevin is biased, "
+        "C = eta (I - A^2)^-1 with A = I - (eta / 2) Sigma^-1": cov.clone(),
+        "that is only the first order Sigma + (eta / 4) I of the exact fixed point": cov + 0.25 * eta * eye,
+        "the bias has the wrong sign: the stationary covariance lies above Sigma, "
+        "Sigma (I - eta Sigma^-1 / 4)^-1": cov @ torch.linalg.inv(eye + 0.25 * eta * inv),
+        "the score of N(0, Sigma) is -Sigma^-1 x, not -Sigma x": fixed_point(eye - 0.5 * eta * cov, eta),
+        "Sigma^-1 is the matrix inverse (torch.linalg.inv), not 1 / Sigma entry by entry":
+            fixed_point(eye - 0.5 * eta / cov, eta),
+        "C = eta (I - A)^-1, but the fixed point of C = A C A + eta I has I - A^2":
+            eta * torch.linalg.inv(eye - a),
+        "A = I - eta Sigma^-1 drops the 1/2 of the drift (eta / 2) score": fixed_point(eye - eta * inv, eta),
+        "the noise covariance is eta I, not 2 eta I": fixed_point(a, 2 * eta),
     }
-    got = ula_stationary_variance(s2.clone(), eta.clone())
-    _assert_close("ula_stationary_variance", got, s2 / (1 - eta / (4 * s2)), "for 0 < step_size < 1.9 s2",
-                  hints=hints)
-    large = (1.9 + 2.05 * torch.rand(60, generator=gen, dtype=_DTYPE)) * s2[4:]
-    got = ula_stationary_variance(s2[4:].clone(), large.clone())
-    _assert_close("ula_stationary_variance", got, s2[4:] / (1 - large / (4 * s2[4:])),
-                  "for 1.9 s2 <= step_size < 3.95 s2, near the edge of stability")
-    one = ula_stationary_variance(torch.tensor(1.0, dtype=_DTYPE), torch.tensor(1.0, dtype=_DTYPE))
-    _assert_close("ula_stationary_variance", one, torch.tensor(4 / 3, dtype=_DTYPE), "for 0-d tensors s2 = eta = 1")
-    print("Correct: the stationary variance of ULA on N(0, s^2) is s^2 / (1 - eta / (4 s^2)).")
+
+
+@exercise_check
+def check_ula_stationary_covariance(ula_stationary_covariance: Callable[[Tensor, float], Tensor]) -> None:
+    """Exercise: `ula_stationary_covariance(cov: (D, D), step_size: float) -> (D, D)`, the
+    stationary covariance Sigma (I - eta Sigma^-1 / 4)^-1 of unadjusted Langevin on N(0, Sigma),
+    for 0 < step_size < 4 lambda_min(Sigma)."""
+    gen = torch.Generator().manual_seed(21)
+    narrow = torch.tensor([[0.5, 0.15], [0.15, 0.35]], dtype=_DTYPE)  # the chapter's first component
+
+    def compare(cov, eta, what, hints=None, rtol=1e-7, atol=1e-9):
+        inputs = cov.clone()
+        got = ula_stationary_covariance(inputs, eta)
+        if not torch.equal(inputs, cov):
+            fail("ula_stationary_covariance must not modify cov in place")
+        _assert_close("ula_stationary_covariance", got, _stationary_covariance(cov, eta), what,
+                      rtol=rtol, atol=atol, hints=hints)
+
+    # 0 < eta < 1.9 lambda_min on dense matrices, where every typical mistake is finite and named
+    covs = [narrow] + [_random_cov(gen, dim, 0.3, 3.0) for dim in (2, 3, 5)]
+    for cov in covs:
+        eig_min = float(torch.linalg.eigvalsh(cov)[0])
+        for eta in (0.1 * eig_min, (0.05 + 1.85 * float(torch.rand(1, generator=gen))) * eig_min):
+            compare(cov, eta, f"for a {len(cov)} x {len(cov)} covariance, step_size {eta:.3g}",
+                    hints=_wrong_covariances(cov, eta))
+    # up to the edge of stability, eta -> 4 lambda_min: the chapter's explorer step eta = 1, and
+    # random steps in [1.9, 3.95] lambda_min
+    compare(narrow, 1.0, "for the chapter's narrowest component at step_size 1.0")
+    for dim in (3, 4):
+        cov = _random_cov(gen, dim, 0.5, 2.0)
+        eta = (1.9 + 2.05 * float(torch.rand(1, generator=gen))) * 0.5
+        compare(cov, eta, f"for a {dim} x {dim} covariance near the edge of stability, step_size {eta:.3g}")
+    # shapes and special cases: D = 1 (the chapter's scalar formula) and a diagonal Sigma
+    compare(torch.tensor([[1.0]], dtype=_DTYPE), 1.0, "for cov = [[1.0]], step_size 1.0 (answer: 4/3)")
+    compare(torch.diag(torch.tensor([1.0, 0.3], dtype=_DTYPE)), 0.5, "for a diagonal covariance")
+    compare(narrow.float(), 0.3, "in float32", rtol=1e-4, atol=1e-6)  # float32 round-off
+    print("Correct: ULA's stationary covariance on N(0, Sigma) is Sigma (I - eta Sigma^-1 / 4)^-1, "
+          "s^2 / (1 - eta / (4 s^2)) along each eigenvector.")
 
 
 def _independent_accept_prob(x, y, log_prob, score, eta):
