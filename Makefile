@@ -1,4 +1,4 @@
-# Two commands for a fresh machine (see README.md):
+# Three commands for a fresh machine (see README.md):
 #   make book   create the environment if needed, then build the HTML book with every chapter executed
 #   make test   the whole test suite: unit tests, every notebook (nbval), the book build, the browser test
 #   make lab    JupyterLab on book/, to run the chapters with the course's kernel
@@ -36,10 +36,12 @@ test: env chromium
 
 # JupyterLab on the chapters, with the course's kernel: this .venv, where course_lib is installed
 # editable, so a library edit shows after a kernel restart. lab/jupyter_server_config.py keeps it
-# offline and saves notebooks without outputs. More options: make lab LAB_ARGS="--port=9999".
+# offline and saves notebooks without outputs. The student edition: make student lab LAB_DIR=student/book.
+# More options: make lab LAB_ARGS="--port=9999 --no-browser".
+LAB_DIR  ?= book
 LAB_ARGS ?=
 lab: env
-	$(BIN)/jupyter lab --config=lab/jupyter_server_config.py --ServerApp.root_dir=book \
+	$(BIN)/jupyter lab --config=lab/jupyter_server_config.py --ServerApp.root_dir=$(LAB_DIR) \
 		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # The slow tests: the student edition under nbval and the Colab path in a fresh venv (README.md).
