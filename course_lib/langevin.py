@@ -31,10 +31,17 @@ def _check_steps(name: str, n: int) -> int:
     return n
 
 
+def _check_temperature(temperature: float) -> None:
+    if not (isinstance(temperature, (int, float)) and temperature >= 0):  # NaN fails too
+        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+
+
 def langevin_step(score: Tensor, x: Tensor, step_size: float, *, temperature: float = 1.0,
                   generator=None) -> Tensor:
     """One move x + (eta / 2) score + sqrt(eta * temperature) z with eta = step_size.
     temperature = 1 targets p; temperature = 0 is gradient ascent on log p."""
+    step_size = check_positive("step_size", step_size)
+    _check_temperature(temperature)
     z = gaussian_like(x, generator=generator)
     return x + 0.5 * step_size * score + (step_size * temperature) ** 0.5 * z
 
@@ -47,8 +54,7 @@ def langevin_dynamics(score_fn: Callable[[Tensor], Tensor], x: Tensor, *, step_s
     callback gets {"i", "x"} after each move."""
     step_size = check_positive("step_size", step_size)
     _check_steps("n_steps", n_steps)
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+    _check_temperature(temperature)
     for i in range(n_steps):
         x = langevin_step(score_fn(x), x, step_size, temperature=temperature, generator=generator)
         if callback is not None:
@@ -61,6 +67,8 @@ def mala_log_accept_ratio(x: Tensor, y: Tensor, log_p_x: Tensor, log_p_y: Tensor
     """log [p(y) q(x | y) / (p(x) q(y | x))]: (B,), the Metropolis-Hastings log ratio for the
     Langevin proposal q(y | x) = N(y; x + (eta/2) s(x), eta I), with x, y, score_x, score_y:
     (B, *D), log_p_x, log_p_y: (B,) (log p up to one additive constant) and eta = step_size."""
+    step_size = check_positive("step_size", step_size)
+
     def log_q(to, frm, score_frm):  # log q(to | frm) up to the constant that cancels
         return -(to - frm - 0.5 * step_size * score_frm).flatten(1).square().sum(1) / (2 * step_size)
 

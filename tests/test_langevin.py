@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from course_lib.distributions import GaussianMixture, separated_modes
-from course_lib.langevin import annealed_langevin, langevin_dynamics, mala, mala_log_accept_ratio
+from course_lib.langevin import (annealed_langevin, langevin_dynamics, langevin_step, mala,
+                                 mala_log_accept_ratio)
 
 
 def test_ula_stationary_variance_is_the_biased_closed_form():
@@ -144,10 +145,19 @@ def test_final_denoise_is_tweedie():
 
 def test_bad_arguments_raise():
     x = torch.zeros(3, 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="step_size must be a finite number > 0"):
         langevin_dynamics(lambda x: x, x, step_size=0.0, n_steps=1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1"):
         langevin_dynamics(lambda x: x, x, step_size=0.1, n_steps=0)
+    for temperature in (-1.0, float("nan"), None):
+        with pytest.raises(ValueError, match="temperature must be a number >= 0"):
+            langevin_dynamics(lambda x: x, x, step_size=0.1, n_steps=1, temperature=temperature)
+    with pytest.raises(ValueError, match="step_size"):  # a negative step would take sqrt(-eta)
+        langevin_step(x, x, -0.1)
+    with pytest.raises(ValueError, match="temperature"):
+        langevin_step(x, x, 0.1, temperature=-1.0)
+    with pytest.raises(ValueError, match="step_size"):
+        mala_log_accept_ratio(x, x, x.sum(1), x.sum(1), x, x, 0.0)
     with pytest.raises(ValueError, match="step_size"):
         mala(lambda x: x.sum(1), lambda x: x, x, step_size=-1.0, n_steps=1)
     with pytest.raises(ValueError, match="n_steps"):
