@@ -1,11 +1,11 @@
-"""What a training step of a score-matching loss costs: its wall-clock time, and the number of
-vector-Jacobian products with respect to the input x that the loss needs.
+"""What a training step of a score-matching loss costs: its wall-clock time, its floating-point
+operations, and the number of vector-Jacobian products with respect to the input x it needs.
 
 Timings are for figures and benchmark tables, never for assertions (they depend on the machine
-and its load); the count of vector-Jacobian products is deterministic and can be asserted:
-the implicit loss with the exact Jacobian trace takes D of them (one per diagonal entry), the
-sliced loss one (for all its projections at once, on a batch repeated n_projections times), the
-denoising loss none (Hyvarinen, 2005; Song, Garg, Shi & Ermon, 2019; Vincent, 2011).
+and its load). The other two are deterministic and can be asserted: the implicit loss with the
+exact Jacobian trace takes D vector-Jacobian products (one per diagonal entry), the sliced loss
+one (for all its projections at once, on a batch repeated n_projections times), the denoising
+loss none (Hyvarinen, 2005; Song, Garg, Shi & Ermon, 2019; Vincent, 2011).
 
 `loss_fn(model, batch, generator) -> 0-d tensor` has the signature `course_lib.train.train` uses.
 """
@@ -18,6 +18,8 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 LossFn = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
 
@@ -25,6 +27,26 @@ LossFn = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
 def _check_count(name: str, value, low: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_step_args(model, loss_fn, batch) -> None:
+    """ValueErrors naming model, loss_fn or batch unless they can make a training step."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise ValueError(f"loss_fn must be a callable loss_fn(model, batch, generator), got {loss_fn!r}")
+    if not torch.is_tensor(batch) or batch.ndim < 2:
+        shape = tuple(batch.shape) if torch.is_tensor(batch) else type(batch).__name__
+        raise ValueError(f"batch must be a tensor of shape (B, *D), got {shape}")
+
+
+def _scalar_loss(loss: Tensor) -> Tensor:
+    """`loss` unchanged if it is a 0-d tensor with a graph, else a ValueError naming loss_fn."""
+    if not torch.is_tensor(loss) or loss.ndim != 0 or not loss.requires_grad:
+        what = f"shape {tuple(loss.shape)}, requires_grad={loss.requires_grad}" if torch.is_tensor(loss) \
+            else type(loss).__name__
+        raise ValueError(f"loss_fn must return a 0-d tensor that depends on the model's parameters, got {what}")
+    return loss
 
 
 def _synchronize(device: torch.device) -> None:
@@ -45,8 +67,7 @@ def seconds_per_step(model: nn.Module, loss_fn: LossFn, batch: Tensor, *, steps:
     """
     _check_count("steps", steps, 1)
     _check_count("warmup", warmup, 0)
-    if not torch.is_tensor(batch) or batch.ndim < 2:
-        raise ValueError(f"batch must be a tensor of shape (B, *D), got {type(batch).__name__}")
+    _check_step_args(model, loss_fn, batch)
     device = batch.device
     if generator is None:
         generator = torch.Generator(device=device).manual_seed(0)
@@ -55,7 +76,7 @@ def seconds_per_step(model: nn.Module, loss_fn: LossFn, batch: Tensor, *, steps:
     for i in range(warmup + steps):
         _synchronize(device)
         start = time.perf_counter()
-        loss = loss_fn(model, batch, generator)
+        loss = _scalar_loss(loss_fn(model, batch, generator))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -63,6 +84,43 @@ def seconds_per_step(model: nn.Module, loss_fn: LossFn, batch: Tensor, *, steps:
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+class _FlopCount(TorchDispatchMode):
+    """Adds up the FLOPs of every operator in torch.utils.flop_counter's registry (matrix
+    products, convolutions, attention). Unlike torch's FlopCounterMode it tracks no modules, whose
+    hooks refuse the torch.autograd.grad(..., x) on a leaf input that the implicit loss takes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        count = flop_registry.get(func._overloadpacket)
+        if count is not None:
+            self.total += int(count(*args, **kwargs, out_val=out))
+        return out
+
+
+def flops_per_step(model: nn.Module, loss_fn: LossFn, batch: Tensor, *,
+                   generator: torch.Generator | None = None) -> int:
+    """Floating-point operations of one training step of `loss_fn` on `batch`: the loss, with
+    every derivative it takes in x, and its backward pass to the parameters.
+
+    Counted as torch.utils.flop_counter counts them (2 m n k for an (m, k) @ (k, n) product;
+    elementwise work, the optimizer's update among it, is left out), so the number is the same on
+    every machine and device. No update is made and the gradients of `model` are set to None
+    afterwards; `batch: (B, *D)` on the model's device; `generator` as in `seconds_per_step`.
+    """
+    _check_step_args(model, loss_fn, batch)
+    if generator is None:
+        generator = torch.Generator(device=batch.device).manual_seed(0)
+    with _FlopCount() as counter:
+        _scalar_loss(loss_fn(model, batch, generator)).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.total
 
 
 def count_input_vjps(loss: Callable[[Callable[[Tensor], Tensor], Tensor], Tensor],
@@ -75,6 +133,10 @@ def count_input_vjps(loss: Callable[[Callable[[Tensor], Tensor], Tensor], Tensor
     computed with respect to it (each `torch.autograd.grad(..., x)`); an input without
     requires_grad (the noised x~ of the denoising loss) needs no derivative and counts none.
     """
+    if not callable(loss) or not callable(score_fn):
+        raise ValueError(f"loss and score_fn must be callables, got {loss!r} and {score_fn!r}")
+    if not torch.is_tensor(x):
+        raise ValueError(f"x must be a tensor of shape (B, *D), got {type(x).__name__}")
     count = 0
 
     def hook(grad: Tensor) -> None:

@@ -1,10 +1,14 @@
-"""The cost of a score-matching step: deterministic counts of vector-Jacobian products in x, and
-a timer that runs the steps it says it runs (its values are never asserted: they depend on load)."""
+"""The cost of a score-matching step: deterministic counts of vector-Jacobian products in x and of
+floating-point operations, and a timer that runs the steps it says it runs (its values are never
+asserted: they depend on load)."""
+
+from fractions import Fraction
 
 import pytest
 import torch
+from torch import nn
 
-from course_lib.cost import count_input_vjps, seconds_per_step
+from course_lib.cost import count_input_vjps, flops_per_step, seconds_per_step
 from course_lib.losses import (
     denoising_score_matching_loss,
     implicit_score_matching_loss,
@@ -63,3 +67,68 @@ def test_seconds_per_step_rejects_bad_arguments():
         seconds_per_step(net, loss_fn, torch.randn(4, 2), warmup=-1)
     with pytest.raises(ValueError, match="batch"):
         seconds_per_step(net, loss_fn, [[0.0, 1.0]])
+    with pytest.raises(ValueError, match=r"batch .*got \(4,\)"):
+        seconds_per_step(net, loss_fn, torch.randn(4))
+    with pytest.raises(ValueError, match="model"):
+        seconds_per_step(lambda y, c: y, loss_fn, torch.randn(4, 2))
+    with pytest.raises(ValueError, match="loss_fn"):  # not a 0-d loss: backward would need grad_outputs
+        seconds_per_step(net, lambda m, b, g: m(b, 0.0).pow(2), torch.randn(4, 2))
+    with pytest.raises(ValueError, match="loss_fn"):  # no graph to the parameters
+        seconds_per_step(net, lambda m, b, g: b.pow(2).sum(), torch.randn(4, 2))
+
+
+def test_flops_of_a_linear_layer_are_its_two_matrix_products():
+    # forward (B, in) @ (in, out) and the weight's gradient (out, B) @ (B, in): 2 B in out each;
+    # x needs no gradient, the bias's is a sum (elementwise, not counted)
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 5)
+    flops = flops_per_step(layer, lambda m, b, g: m(b).pow(2).sum(), torch.randn(7, 3))
+    assert flops == 2 * (2 * 7 * 3 * 5)
+    assert all(p.grad is None for p in layer.parameters())  # no update, gradients cleared
+
+
+def _exact_fit(ds, ys, degree):
+    """Coefficients of the polynomial of `degree` through the first degree + 1 points (Lagrange,
+    in exact rational arithmetic), and its values at every d."""
+    pts = list(zip(ds, ys))[: degree + 1]
+
+    def value(d):
+        total = Fraction(0)
+        for j, (dj, yj) in enumerate(pts):
+            term = Fraction(yj)
+            for k, (dk, _) in enumerate(pts):
+                if k != j:
+                    term *= Fraction(d - dk, dj - dk)
+            total += term
+        return total
+
+    return [value(d) for d in ds]
+
+
+def test_implicit_flops_are_quadratic_in_dimension_sliced_and_denoising_affine():
+    # D backward passes, each through input and output layers D wide: a + b D + c D^2 exactly;
+    # one pass (sliced) or none (denoising): a + b D. The counts are integers, the fit exact.
+    dims = [1, 2, 3, 5, 8]
+    losses = {
+        "implicit": (lambda m, x, g: implicit_score_matching_loss(lambda y: m(y, 0.0), x), 2),
+        "sliced": (lambda m, x, g: sliced_score_matching_loss(lambda y: m(y, 0.0), x, generator=g), 1),
+        "denoising": (lambda m, x, g: denoising_score_matching_loss(lambda y: m(y, 0.0), x, 0.1,
+                                                                    generator=g), 1),
+    }
+    counts = {}
+    for name, (loss_fn, degree) in losses.items():
+        counts[name] = [flops_per_step(_net(d), loss_fn, torch.randn(4, d)) for d in dims]
+        assert _exact_fit(dims, counts[name], degree) == counts[name], name
+    assert _exact_fit(dims, counts["implicit"], 1) != counts["implicit"]  # the D^2 term is there
+    again = flops_per_step(_net(3), losses["implicit"][0], torch.randn(4, 3))
+    assert again == counts["implicit"][2]  # deterministic: the same count for the same shapes
+
+
+def test_flops_per_step_rejects_bad_arguments():
+    net = _net(2)
+    with pytest.raises(ValueError, match="model"):
+        flops_per_step(None, lambda m, b, g: m(b, 0.0).sum(), torch.randn(4, 2))
+    with pytest.raises(ValueError, match="loss_fn"):
+        flops_per_step(net, lambda m, b, g: 1.0, torch.randn(4, 2))
+    with pytest.raises(ValueError, match="batch"):
+        flops_per_step(net, lambda m, b, g: m(b, 0.0).sum(), torch.randn(4))
