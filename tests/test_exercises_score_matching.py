@@ -64,10 +64,11 @@ def test_untouched_stub_is_not_implemented_yet(stubs, name):
     (lambda x, y, s: (y - x) / s, "noise z"),
     (lambda x, y, s: -(y - x), "division by sigma\\^2 is missing"),
     (lambda x, y, s: -y / s**2, "centred at the clean x"),
+    (lambda x, y, s: -(y - x) / (2 * s**2), "factor 1/2 too many"),
     (lambda x, y, s: (-(y - x) / s**2).to(F64), "keep the inputs' dtype"),  # float32 case
     (lambda x, y, s: -(y - x).sum(1) / s**2, "shape"),
     (lambda x, y, s: -(y - x) / s**2 + 1e-3, "off by"),
-], ids=["sign", "sigma", "z", "no-division", "not-centred", "dtype", "shape", "off"])
+], ids=["sign", "sigma", "z", "no-division", "not-centred", "half", "dtype", "shape", "off"])
 def test_dsm_target_names_the_mistake(wrong, message):
     with pytest.raises(exercises.ExerciseFailure, match=message):
         exercises.check_dsm_target(wrong)
@@ -148,14 +149,24 @@ def _spread(m, mean, cov):
     (lambda m, v, mu, c: -len(mu) / v + _spread(m, mu, c) / v**2, "1/2 of"),
     (lambda m, v, mu, c: len(mu) / v + _spread(m, mu, c) / (2 * v**2), "wrong sign"),
     (lambda m, v, mu, c: -1 / v + _spread(m, mu, c) / (2 * v**2), "not -1 / v"),
+    (lambda m, v, mu, c: -len(mu) / v**2 + _spread(m, mu, c) / (2 * v**2), "v not squared"),
     (lambda m, v, mu, c: -len(mu) / v + _spread(m, mu, c) / (2 * v), "v squared"),
     (lambda m, v, mu, c: -len(mu) / v + torch.trace(c) / (2 * v**2), "distance of the means"),
     (lambda m, v, mu, c: -len(mu) / v + (mu - m).pow(2).sum() / (2 * v**2), "trace of cov is missing"),
     (lambda m, v, mu, c: _spread(m, mu, c) / (2 * v**2), "trace term"),
-], ids=["half", "trace-sign", "trace-one", "v", "means", "cov", "no-trace"])
+    (lambda m, v, mu, c: -len(mu) / v + (c.sum() + (mu - m).pow(2).sum()) / (2 * v**2), "every entry of cov"),
+], ids=["half", "trace-sign", "trace-one", "trace-v2", "v", "means", "cov", "no-trace", "cov-sum"])
 def test_ism_gaussian_names_the_mistake(wrong, message):
     with pytest.raises(exercises.ExerciseFailure, match=message):
         exercises.check_ism_gaussian(wrong)
+
+
+@pytest.mark.parametrize("wrap", [float, lambda t: t.reshape(1), lambda t: t.reshape(1, 1)],
+                         ids=["float", "shape-1", "shape-1x1"])
+def test_scalar_answers_of_any_one_element_form_pass(solutions, wrap, capsys):
+    for name in ("ism_gaussian", "rademacher_variance"):
+        CHECKS[name](lambda *args, f=solutions[name]: wrap(f(*args)))
+        assert capsys.readouterr().out.startswith("Correct:")
 
 
 def test_ism_gaussian_closed_form_matches_monte_carlo(solutions):
@@ -177,8 +188,9 @@ def test_ism_gaussian_closed_form_matches_monte_carlo(solutions):
     (lambda a: 2 * (0.5 * (a + a.T)).pow(2).sum(), "Gaussian probes"),
     (lambda a: 2 * (a - torch.diag(a.diagonal())).pow(2).sum(), "symmetric part"),
     (lambda a: ((0.5 * (a + a.T)) - torch.diag(a.diagonal())).pow(2).sum(), "factor 2"),
+    (lambda a: 4 * ((0.5 * (a + a.T)) - torch.diag(a.diagonal())).pow(2).sum(), "twice the variance"),
     (lambda a: float(2 * ((0.5 * (a + a.T)) - torch.diag(a.diagonal())).pow(2).sum()) + 1.0, "off by"),
-], ids=["gaussian", "unsymmetrized", "factor-2", "off"])
+], ids=["gaussian", "unsymmetrized", "factor-2", "twice", "off"])
 def test_rademacher_variance_names_the_mistake(wrong, message):
     with pytest.raises(exercises.ExerciseFailure, match=message):
         exercises.check_rademacher_variance(wrong)

@@ -18,7 +18,8 @@ def check_dsm_target(dsm_target: Callable[[Tensor, Tensor, float], Tensor]) -> N
     """Exercise: `dsm_target(x: (B, D), x_noisy: (B, D), sigma: float) -> (B, D)`, the score
     grad_{x~} log N(x~; x, sigma^2 I) = -(x~ - x) / sigma^2 of the Gaussian noising kernel."""
     gen = torch.Generator().manual_seed(30)
-    cases = [((1, 1), 0.5, _DTYPE), ((16, 2), 0.1, _DTYPE), ((8, 3), 2.0, _DTYPE), ((16, 2), 0.3, torch.float32)]
+    # no sigma where two mistakes coincide (sigma = 1/2 makes 2 sigma^2 = sigma, 1/sqrt(2) makes it 1)
+    cases = [((1, 1), 0.4, _DTYPE), ((16, 2), 0.1, _DTYPE), ((8, 3), 2.0, _DTYPE), ((16, 2), 0.3, torch.float32)]
     for shape, sigma, dtype in cases:
         x = (3 * torch.randn(shape, generator=gen, dtype=_DTYPE)).to(dtype)
         x_noisy = x + sigma * torch.randn(shape, generator=gen, dtype=_DTYPE).to(dtype)
@@ -38,6 +39,8 @@ def check_dsm_target(dsm_target: Callable[[Tensor, Tensor, float], Tensor]) -> N
                 -diff / sigma,
             "that is the noise z = (x~ - x) / sigma itself; the score of the kernel is -z / sigma": z,
             "the division by sigma^2 is missing": -diff,
+            "a factor 1/2 too many: the gradient of ||x~ - x||^2 / (2 sigma^2) is (x~ - x) / sigma^2, the 2s cancel":
+                -diff / (2 * sigma**2),
             "that is the score of N(0, sigma^2 I) at x~; the kernel is centred at the clean x": -x_noisy / sigma**2,
         }
         rtol, atol = (1e-5, 1e-5) if dtype == torch.float32 else (1e-7, 1e-9)
@@ -113,6 +116,15 @@ def _check_shape(got, x: Tensor) -> None:
         fail(f"hutchinson_trace must return one estimate per sample, shape ({x.shape[0]},); got {shape}")
 
 
+def _as_scalar(got):
+    """A Python number, or a 1-element tensor of any shape, as a 0-d tensor; anything else as is."""
+    if isinstance(got, (int, float)) and not isinstance(got, bool):
+        return torch.tensor(float(got), dtype=_DTYPE)
+    if torch.is_tensor(got) and got.numel() == 1:
+        return got.reshape(())
+    return got
+
+
 @exercise_check
 def check_ism_gaussian(ism_gaussian: Callable[[Tensor, float, Tensor, Tensor], Tensor]) -> None:
     """Exercise: `ism_gaussian(m: (D,), v: float, mean: (D,), cov: (D, D)) -> 0-d tensor`, the
@@ -129,19 +141,22 @@ def check_ism_gaussian(ism_gaussian: Callable[[Tensor, float, Tensor, Tensor], T
             "the 1/2 of ||s||^2 / 2 is missing": -dim / v + spread / v**2,
             "the trace has the wrong sign: grad s = -I / v, so tr grad s = -D / v": dim / v + spread / (2 * v**2),
             "the trace of -I / v is -D / v, not -1 / v": -1 / v + spread / (2 * v**2),
+            "the trace is -D / v, with v not squared: d/dx_i of -(x_i - m_i) / v is -1 / v":
+                -dim / v**2 + spread / (2 * v**2),
             "||s||^2 = ||x - m||^2 / v^2, with v squared": -dim / v + spread / (2 * v),
             "E||x - m||^2 = tr(cov) + ||mean - m||^2: the squared distance of the means is missing":
                 -dim / v + torch.trace(cov) / (2 * v**2),
             "E||x - m||^2 = tr(cov) + ||mean - m||^2: the trace of cov is missing":
                 -dim / v + (mean - m).pow(2).sum() / (2 * v**2),
             "the trace term tr grad s = -D / v is missing": spread / (2 * v**2),
+            "that sums every entry of cov; E||x - mean||^2 = tr(cov), its diagonal only":
+                -dim / v + (cov.sum() + (mean - m).pow(2).sum()) / (2 * v**2),
         }
         inputs = (m.clone(), mean.clone(), cov.clone())
         got = ism_gaussian(inputs[0], v, inputs[1], inputs[2])
         if not all(torch.equal(p, q) for p, q in zip(inputs, (m, mean, cov))):
             fail("ism_gaussian must not modify its inputs in place")
-        if isinstance(got, (int, float)):
-            got = torch.tensor(float(got), dtype=_DTYPE)
+        got = _as_scalar(got)
         _assert_close("ism_gaussian", got, exact, f"in dimension {dim} with v = {v}", hints=hints)
     print("Correct: ism_gaussian = -D / v + (tr cov + ||mean - m||^2) / (2 v^2).")
 
@@ -151,7 +166,8 @@ def check_rademacher_variance(rademacher_variance: Callable[[Tensor], Tensor]) -
     """Exercise: `rademacher_variance(a: (D, D)) -> 0-d tensor`, the variance of v^T A v for a
     Rademacher probe v (entries +-1 with probability 1/2): 2 sum_{i != j} S_ij^2, S = (A + A^T) / 2."""
     gen = torch.Generator().manual_seed(33)
-    cases = [torch.tensor([[2.0]], dtype=_DTYPE), torch.tensor([[1.0, 3.0], [0.0, -1.0]], dtype=_DTYPE)]
+    # [[2, 3], [1, -1]]: every mistake below gives its own value (with [[1, 3], [0, -1]] two coincide)
+    cases = [torch.tensor([[2.0]], dtype=_DTYPE), torch.tensor([[2.0, 3.0], [1.0, -1.0]], dtype=_DTYPE)]
     cases += [torch.randn(d, d, generator=gen, dtype=_DTYPE) for d in (3, 6)]
     for a in cases:
         sym = 0.5 * (a + a.T)
@@ -163,10 +179,10 @@ def check_rademacher_variance(rademacher_variance: Callable[[Tensor], Tensor]) -
             "the diagonal of A adds nothing random": 2 * sym.pow(2).sum(),
             "v^T A v only sees the symmetric part S = (A + A^T) / 2: use S_ij, not A_ij": 2 * a_off.pow(2).sum(),
             "the factor 2 is missing (each pair i != j appears twice: v_i v_j S_ij + v_j v_i S_ji)": off.pow(2).sum(),
+            "that is twice the variance: the sum over i != j already counts each pair twice, so "
+            "Var = sum_{i<j} (2 S_ij)^2 = 2 sum_{i != j} S_ij^2": 4 * off.pow(2).sum(),
         }
-        got = rademacher_variance(a.clone())
-        if isinstance(got, (int, float)):
-            got = torch.tensor(float(got), dtype=_DTYPE)
+        got = _as_scalar(rademacher_variance(a.clone()))
         where = f"for A of shape {tuple(a.shape)}"
         hints = {k: v for k, v in hints.items() if not torch.allclose(v, exact)}  # 1-D: some coincide
         _assert_close("rademacher_variance", got, exact, where, hints=hints)
