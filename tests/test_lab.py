@@ -188,14 +188,16 @@ def test_chapter_1_runs_in_jupyterlab_with_the_books_markup_rendered(lab, lab_pa
     assert where == [sys.prefix, str(ROOT / "course_lib" / "__init__.py")]
 
     # An exercise block is rendered as one, not as a fenced code block showing the markup.
-    cell = panel.locator(".jp-MarkdownCell", has=page.locator("aside.myst-exercise")).first
-    exercise = cell.locator("aside.myst-exercise").first
-    assert exercise.locator(".myst-exercise-title").inner_text().startswith("Exercise 1")
+    cell = panel.locator(".jp-MarkdownCell", has_text="The score of a Gaussian")
+    assert cell.count() == 1
+    assert cell.locator("pre").count() == 0, "the exercise shows as a fenced code block"
+    exercise = cell.locator("aside.myst-exercise")
+    assert exercise.count() == 1, "the exercise is not rendered as one"
+    assert exercise.locator(".myst-exercise-title").inner_text() == "Exercise 1 (The score of a Gaussian)"
     assert "gaussian_score" in exercise.locator(".myst-exercise-body").inner_text()
     rendered = panel.locator(".jp-MarkdownCell .myst")
     assert rendered.count() == panel.locator(".jp-MarkdownCell").count()  # all through MyST
     assert not any("{exercise}" in t or "{solution-start}" in t for t in rendered.all_inner_texts())
-    assert cell.locator("pre").count() == 0
     # the definition and the note, and the solution collapsed under its title
     assert panel.locator("aside.myst-proof .myst-proof-title", has_text="Definition 1").count() == 1
     assert panel.locator("aside.myst-admonition-note").count() >= 1
