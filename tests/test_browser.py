@@ -133,6 +133,7 @@ CHAPTERS = {
     "03_score_matching": {"math": 150, "figures": 6, "solutions": 4},
     "04_ncsn": {"math": 80, "figures": 8, "solutions": 4},
     "05_sde": {"math": 300, "figures": 10, "solutions": 3},
+    "06_probability_flow": {"math": 150, "figures": 5, "solutions": 3},  # 7 with the digits weights
 }
 
 
