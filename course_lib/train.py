@@ -1,17 +1,21 @@
 """The one training loop of the course: AdamW, gradient clipping, an EMA of the weights, bf16
-autocast on CUDA, a progress bar, a loss history, periodic checkpoints and exact resume.
+autocast on CUDA, a progress bar, a loss history, periodic checkpoints and exact resume; on a GPU
+the fast path (`Speed`: torch.compile, fused AdamW, channels-last) and data parallelism over the
+processes of a torchrun job (`distributed`).
 
 `loss_fn(model, batch, generator) -> 0-d tensor` holds everything chapter-specific (which loss,
 which SDE, which parameterization); `data` is a tensor of training examples (batches drawn
-with replacement by a seeded torch.Generator) or a sampler `data(batch_size, generator)`.
+with replacement by a seeded torch.Generator; keep it on the GPU for MNIST- and CIFAR-sized
+sets, so no step waits for a data loader) or a sampler `data(batch_size, generator)`.
+Checkpoints are `checkpoints`'s; `save_checkpoint` and `load_checkpoint` are re-exported here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import dataclasses
+import inspect
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +23,17 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from . import distributed
+from .checkpoints import check_same_trajectory, gather_rng, load_checkpoint, read_checkpoint, restore, save_checkpoint
 from .runtime import get_device
 
+__all__ = ["TrainConfig", "Speed", "TrainState", "train", "ema_update", "save_checkpoint", "load_checkpoint"]
+
 LossFn = Callable[[nn.Module, Tensor, torch.Generator], Tensor]
+_DDP_ARGS = inspect.signature(DistributedDataParallel.__init__).parameters
 
 
 def _is_positive(value) -> bool:
@@ -36,7 +46,7 @@ class TrainConfig:
 
     steps: int = 1_000                    # total optimizer steps (a resumed run continues up to this)
     lr: float = 2e-4                      # AdamW learning rate
-    batch_size: int = 256                 # examples per step
+    batch_size: int = 256                 # examples per step, over all processes (the global batch)
     grad_clip: float | None = 1.0         # max global gradient norm; None: no clipping
     ema_decay: float | None = 0.999       # decay of the weight EMA; None: no EMA model
     weight_decay: float = 0.0             # AdamW's decoupled weight decay
@@ -65,11 +75,35 @@ class TrainConfig:
             object.__setattr__(self, "checkpoint_dir", str(self.checkpoint_dir))
 
 
+
+
+@dataclass(frozen=True)
+class Speed:
+    """How a run uses its hardware. None of it changes the examples, noise or updates of a step,
+    only their floating-point round-off, so a checkpoint resumes under any of these settings."""
+
+    compile: bool = False              # torch.compile the model (worth it on a GPU; a CPU compiles for minutes)
+    compile_backend: str = "inductor"  # torch.compile's backend ("eager" only traces: what the CPU tests use)
+    channels_last: bool = False        # NHWC memory format for the weights and each image batch
+    fused_adamw: bool | None = None    # AdamW's fused kernel; None: on CUDA only
+
+    def __post_init__(self):
+        for name in ("compile", "channels_last"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.fused_adamw not in (None, True, False):
+            raise ValueError(f"fused_adamw must be True, False or None, got {self.fused_adamw!r}")
+        if not isinstance(self.compile_backend, str) or not self.compile_backend:
+            raise ValueError(f"compile_backend must name a torch.compile backend, got {self.compile_backend!r}")
+
+
 @dataclass
 class TrainState:
-    """What `train` returns: the trained model, its EMA copy, the optimizer, the step reached,
-    the loss of every step, the generators (data on the CPU, loss noise on the device) and the
-    last checkpoint written."""
+    """What `train` returns: the trained model (unwrapped: its state_dict is the checkpoint's), its
+    EMA copy, the optimizer, the step reached, the loss of every step (averaged over the
+    processes), the generators (data on the CPU, one for the loss noise of each of this process's
+    shards on the device; `loss_generator` is the first), the last checkpoint written, and
+    whether a signal ended the run early."""
 
     model: nn.Module
     ema_model: nn.Module | None
@@ -80,6 +114,9 @@ class TrainState:
     loss_generator: torch.Generator | None = None
     checkpoint_path: Path | None = None
     seconds: float = 0.0
+    loss_generators: dict[int, torch.Generator] = field(default_factory=dict)
+    shards: int = 1
+    interrupted: bool = False
 
 
 @torch.no_grad()
@@ -92,14 +129,6 @@ def ema_update(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
         b_ema.copy_(b)
 
 
-def _draw_batch(data, batch_size: int, generator: torch.Generator) -> Tensor:
-    """A batch from a data tensor (indices with replacement) or from a sampler."""
-    if torch.is_tensor(data):
-        idx = torch.randint(0, data.shape[0], (batch_size,), generator=generator)
-        return data[idx.to(data.device)]
-    return data(batch_size, generator)
-
-
 def _check_data(data) -> None:
     if torch.is_tensor(data):
         if data.ndim < 1 or data.shape[0] < 1:
@@ -108,112 +137,83 @@ def _check_data(data) -> None:
         raise ValueError(f"data must be a tensor (N, *D) or a callable data(batch_size, generator), got {type(data)}")
 
 
-def _rng_states(state: TrainState) -> dict:
-    states = {"torch_cpu": torch.get_rng_state(), "data": state.data_generator.get_state(),
-              "loss": state.loss_generator.get_state()}
-    if torch.cuda.is_available():
-        states["torch_cuda"] = torch.cuda.get_rng_state_all()
-    return states
+def _draw_shards(data, state: TrainState, batch_size: int, device, speed: Speed) -> list[Tensor]:
+    """This process's shards of the step's global batch (indices with replacement from a data
+    tensor, or a sampler's batch), each moved to `device`."""
+    parts = [distributed.shard_slice(batch_size, state.shards, k) for k in state.loss_generators]
+    if torch.is_tensor(data):
+        idx = torch.randint(0, data.shape[0], (batch_size,), generator=state.data_generator)
+        batches = [data[idx[part].to(data.device)] for part in parts]
+    else:
+        full = data(batch_size, state.data_generator)
+        batches = [full[part] for part in parts]
+    batches = [b.to(device, non_blocking=True) for b in batches]
+    if speed.channels_last:
+        batches = [b.contiguous(memory_format=torch.channels_last) if b.ndim == 4 else b for b in batches]
+    return batches
 
 
-def save_checkpoint(path: str | Path, state: TrainState, config: TrainConfig) -> Path:
-    """torch.save of {model, ema, optimizer, step, rng (torch CPU/CUDA, data and loss
-    generators, as uint8 tensors), loss_history, config}: tensors and plain containers only,
-    so `torch.load(..., weights_only=True)` reads it. The file is written under a temporary name
-    in the same folder and renamed (`os.replace`, atomic), so an interrupted write never leaves a
-    corrupt checkpoint under `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        _save_to(tmp, state, config)
-        os.replace(tmp, path)
-    except BaseException:  # KeyboardInterrupt too: remove the partial file, keep the error
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _save_to(file: Path, state: TrainState, config: TrainConfig) -> None:
-    torch.save({
-        "model": state.model.state_dict(),
-        "ema": None if state.ema_model is None else state.ema_model.state_dict(),
-        "optimizer": state.optimizer.state_dict(),
-        "step": state.step,
-        "rng": _rng_states(state),
-        "loss_history": list(state.loss_history),
-        "config": dataclasses.asdict(config),
-    }, file)
-
-
-# fields that leave the sequence of parameters unchanged: a resumed run may change them freely
-_BOOKKEEPING_FIELDS = ("steps", "checkpoint_every", "checkpoint_dir", "log_every")
-
-
-def _check_same_trajectory(saved: dict, config: TrainConfig) -> None:
-    """ValueError naming the first field, other than steps and bookkeeping, where the checkpoint's
-    config and `config` differ: resuming with it would not continue the saved run."""
-    for f in dataclasses.fields(config):
-        if f.name in _BOOKKEEPING_FIELDS:
-            continue
-        if f.name not in saved or saved[f.name] != getattr(config, f.name):
-            raise ValueError(f"config.{f.name}={getattr(config, f.name)!r} differs from the checkpoint's "
-                             f"{saved.get(f.name)!r}; resuming with it would not continue the saved run "
-                             f"(only {', '.join(_BOOKKEEPING_FIELDS)} may change)")
-
-
-def load_checkpoint(path: str | Path, state: TrainState, config: TrainConfig | None = None) -> TrainState:
-    """Restore a `save_checkpoint` file into `state` (in place) with weights_only loading. With
-    `config`, first check that it continues the saved run: a ValueError names any field other than
-    steps, checkpoint_every, checkpoint_dir and log_every that differs from the saved config."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if config is not None:
-        _check_same_trajectory(ckpt["config"], config)
-    state.model.load_state_dict(ckpt["model"])
-    if (ckpt["ema"] is None) != (state.ema_model is None):
-        raise ValueError("the checkpoint's EMA model and config.ema_decay disagree (one is None)")
-    if state.ema_model is not None:
-        state.ema_model.load_state_dict(ckpt["ema"])
-    state.optimizer.load_state_dict(ckpt["optimizer"])
-    state.step, state.loss_history = int(ckpt["step"]), list(ckpt["loss_history"])
-    rng = ckpt["rng"]
-    torch.set_rng_state(rng["torch_cpu"])
-    if "torch_cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["torch_cuda"])
-    state.data_generator.set_state(rng["data"])
-    state.loss_generator.set_state(rng["loss"])
-    return state
-
-
-def _init_state(model, config: TrainConfig, device: torch.device, ema_model) -> TrainState:
+def _init_state(model, config: TrainConfig, device: torch.device, ema_model, speed: Speed,
+                dist: distributed.Dist, shards: int, start_step: int) -> TrainState:
     model.to(device)
+    if speed.channels_last:
+        model.to(memory_format=torch.channels_last)
     if ema_model is None and config.ema_decay is not None:
         ema_model = copy.deepcopy(model)
     if ema_model is not None:
         ema_model.to(device).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    fused = speed.fused_adamw if speed.fused_adamw is not None else device.type == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  **({"fused": True} if fused else {}))
     data_gen = torch.Generator().manual_seed(config.seed)
-    loss_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
-    return TrainState(model, ema_model, optimizer, 0, [], data_gen, loss_gen)
+    loss_gens = {k: torch.Generator(device=device).manual_seed(distributed.shard_seed(config.seed, k, start_step))
+                 for k in distributed.rank_shards(shards, dist.world_size, dist.rank)}
+    if dist.enabled:  # dropout: each rank its own stream
+        torch.manual_seed(distributed.rank_seed(config.seed, "global", start_step, dist.rank))
+    return TrainState(model, ema_model, optimizer, 0, [], data_gen, next(iter(loss_gens.values())),
+                      loss_generators=loss_gens, shards=shards)
 
 
-def _step(state: TrainState, loss_fn: LossFn, batch: Tensor, config: TrainConfig, device) -> Tensor:
-    """One optimizer step; returns the detached loss (no host sync)."""
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda"):
-        loss = loss_fn(state.model, batch, state.loss_generator)
+def _prepare(model: nn.Module, device: torch.device, dist: distributed.Dist, speed: Speed) -> nn.Module:
+    """The module the loss calls: the model, compiled in place (its state_dict keys unchanged)
+    and, in a torchrun job, wrapped in DistributedDataParallel."""
+    if speed.compile:
+        model.compile(backend=speed.compile_backend)
+    if dist.enabled:  # parameters and buffers are broadcast from rank 0 once; buffers are constant
+        no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_ARGS
+                   else {"broadcast_buffers": False})  # its older name
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                       **no_sync)
+    return model
+
+
+def _step(state: TrainState, net: nn.Module, loss_fn: LossFn, batches: list[Tensor], config: TrainConfig,
+          device) -> Tensor:
+    """One optimizer step over this process's shards (gradients accumulated, all-reduced once by
+    DDP on the last); returns their mean loss, detached (no host sync)."""
+    n = len(batches)
     state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    total = None
+    for i, (batch, generator) in enumerate(zip(batches, state.loss_generators.values())):
+        defer = isinstance(net, DistributedDataParallel) and i < n - 1
+        with net.no_sync() if defer else contextlib.nullcontext():
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                                enabled=config.amp and device.type == "cuda"):
+                loss = loss_fn(net, batch, generator)
+            (loss if n == 1 else loss / n).backward()
+        total = loss.detach().float() if total is None else total + loss.detach().float()
     if config.grad_clip is not None:
         nn.utils.clip_grad_norm_(state.model.parameters(), config.grad_clip)
     state.optimizer.step()
     if state.ema_model is not None:
         ema_update(state.ema_model, state.model, config.ema_decay)
-    return loss.detach().float()
+    return total if n == 1 else total / n
 
 
 def train(model: nn.Module, loss_fn: LossFn, data, config: TrainConfig, *, device=None,
-          ema_model: nn.Module | None = None, resume: str | Path | None = None,
-          progress: bool = True) -> TrainState:
+          ema_model: nn.Module | None = None, resume: str | Path | None = None, progress: bool = True,
+          speed: Speed = Speed(), shards: int | None = None, handle_signals: bool = False,
+          meta: dict | None = None, callback: Callable[[TrainState], None] | None = None) -> TrainState:
     """Train `model` for `config.steps` steps of `loss_fn(model, batch, generator)`.
 
     `data`: a tensor (N, *D) (kept where it is; each batch moves to `device`) or a sampler
@@ -222,7 +222,14 @@ def train(model: nn.Module, loss_fn: LossFn, data, config: TrainConfig, *, devic
     `device`: where the model and each batch go (default `runtime.get_device()`).
     `resume`: a checkpoint of `save_checkpoint`; the run then continues from its step, and on
     the CPU reproduces an uninterrupted run bit for bit. Its config must match `config` except in
-    steps, checkpoint_every, checkpoint_dir and log_every (ValueError naming the field). Returns the `TrainState`.
+    steps, checkpoint_every, checkpoint_dir and log_every (ValueError naming the field).
+    In a torchrun job (`distributed.init` first) every process calls `train` alike; `shards`
+    (default: the checkpoint's, else the world size) splits each global batch (`distributed`).
+    `speed`: compile, fused AdamW, channels-last. `handle_signals`: SIGINT / SIGTERM end the run at
+    its next log point with a checkpoint (when `config.checkpoint_dir` is set) and
+    `interrupted=True`. `meta`: plain values stored in every checkpoint. `callback(state)` runs on
+    every process at each log point (every `log_every` steps and at checkpoints). Returns the
+    `TrainState`.
     """
     _check_data(data)
     if ema_model is not None and config.ema_decay is None:
@@ -231,33 +238,62 @@ def train(model: nn.Module, loss_fn: LossFn, data, config: TrainConfig, *, devic
     if not callable(loss_fn):
         raise ValueError(f"loss_fn must be a callable loss_fn(model, batch, generator), got {loss_fn!r}")
     device = torch.device(device) if device is not None else get_device()
-    state = _init_state(model, config, device, ema_model)
-    if resume is not None:
-        load_checkpoint(resume, state, config)
+    dist = distributed.current()
+    ckpt = read_checkpoint(resume) if resume is not None else None
+    if ckpt is not None:
+        check_same_trajectory(ckpt["config"], config)
+    saved = None if ckpt is None else int(ckpt.get("shards", 1))
+    n_shards = distributed.plan_shards(saved, shards, dist.world_size, config.batch_size)
+    start_step = 0 if ckpt is None or n_shards == saved else int(ckpt["step"])  # fresh noise streams from here
+    state = _init_state(model, config, device, ema_model, speed, dist, n_shards, start_step)
+    if ckpt is not None:
+        restore(ckpt, state, config)
+    net = _prepare(state.model, device, dist, speed)
     model.train()
-    bar = tqdm(total=config.steps, initial=state.step, disable=not progress, desc="training")
-    pending: list[Tensor] = []
-    start = time.perf_counter()
-    while state.step < config.steps:
-        batch = _draw_batch(data, config.batch_size, state.data_generator).to(device, non_blocking=True)
-        pending.append(_step(state, loss_fn, batch, config, device))
-        state.step += 1
-        if len(pending) == config.log_every or state.step == config.steps:
-            _flush(state, pending, bar)
-        if config.checkpoint_every and (state.step % config.checkpoint_every == 0 or state.step == config.steps):
-            _flush(state, pending, bar)
-            state.checkpoint_path = save_checkpoint(
-                Path(config.checkpoint_dir) / f"step_{state.step:07d}.pt", state, config)
-    bar.close()
-    state.seconds = time.perf_counter() - start
+    with distributed.StopOnSignal(handle_signals) as stop:
+        _loop(state, net, loss_fn, data, config, device, speed, stop, progress, meta, callback)
     return state
 
 
-def _flush(state: TrainState, pending: list[Tensor], bar) -> None:
-    """Move the pending losses to the history (one host sync), refuse non-finite ones, update the bar."""
-    if not pending:
-        return
-    losses = torch.stack(pending).tolist()
+def _loop(state, net, loss_fn, data, config, device, speed, stop, progress, meta, callback) -> None:
+    dist = distributed.current()
+    bar = tqdm(total=config.steps, initial=state.step, disable=not (progress and dist.is_main), desc="training")
+    pending: list[Tensor] = []
+    start = time.perf_counter()
+    while state.step < config.steps:
+        batches = _draw_shards(data, state, config.batch_size, device, speed)
+        pending.append(_step(state, net, loss_fn, batches, config, device))
+        state.step += 1
+        at_checkpoint = config.checkpoint_every and (state.step % config.checkpoint_every == 0
+                                                     or state.step == config.steps)
+        if not (at_checkpoint or len(pending) == config.log_every or state.step == config.steps):
+            continue
+        state.interrupted = _flush(state, pending, bar, stop.requested)
+        if at_checkpoint or (state.interrupted and config.checkpoint_dir is not None):
+            state.checkpoint_path = _save(state, config, dist, meta)
+        if callback is not None:
+            callback(state)
+        if state.interrupted:
+            break
+    bar.close()
+    state.seconds = time.perf_counter() - start
+
+
+def _save(state: TrainState, config: TrainConfig, dist: distributed.Dist, meta) -> Path:
+    """Write checkpoint step_<step>.pt from rank 0 (every rank gathers the random states)."""
+    path = Path(config.checkpoint_dir) / f"step_{state.step:07d}.pt"
+    rng = gather_rng(state)
+    if dist.is_main:
+        save_checkpoint(path, state, config, rng=rng, meta=meta, world_size=dist.world_size)
+    return path
+
+
+def _flush(state: TrainState, pending: list[Tensor], bar, stop_requested: bool) -> bool:
+    """Move the pending losses, averaged over the processes, to the history (one host sync),
+    refuse non-finite ones, update the bar; returns whether any process asked to stop."""
+    values = torch.stack(pending + [torch.tensor(float(stop_requested), device=pending[0].device)])
+    values = distributed.all_reduce_mean(values).tolist()
+    losses, stop = values[:-1], values[-1] > 0
     first = state.step - len(pending) + 1
     pending.clear()
     bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
@@ -267,3 +303,4 @@ def _flush(state: TrainState, pending: list[Tensor], bar) -> None:
     state.loss_history.extend(losses)
     bar.update(len(losses))
     bar.set_postfix(loss=f"{sum(losses) / len(losses):.4g}")
+    return stop
