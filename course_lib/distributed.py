@@ -196,6 +196,12 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def barrier() -> None:
+    """Wait until every rank gets here."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+
+
 def all_gather(obj) -> list:
     """[obj of rank 0, obj of rank 1, ...] on every rank (picklable objects; small ones)."""
     if not (torch_dist.is_available() and torch_dist.is_initialized()):

@@ -12,8 +12,28 @@ weights with the recipe's fingerprint, so a file made by one recipe is refused b
   trained with continuous-time denoising score matching under the VP SDE (Song et al., 2021).
 
 The digits recipes are the models the chapters ship weights for (made by
-`python -m course_lib.cli weights <name>`, a few minutes to an hour on a laptop CPU); the
-MNIST recipes are their full-size versions for a GPU.
+`python -m course_lib.cli weights <name>`, a few minutes to an hour on a laptop CPU). The MNIST
+and CIFAR-10 recipes are the full-size versions for a GPU (`python -m course_lib.cli train
+<name>`), scaled down from the published models to what one modern GPU trains in minutes (MNIST)
+or about an hour (CIFAR-10):
+
+- CIFAR-10 keeps DDPM's network (Ho et al., 2020: 128 channels, multipliers 1, 2, 2, 2, two
+  residual blocks per resolution, 32 groups, dropout 0.1 for the VP model; 34.4 M parameters
+  here) and its optimizer (lr 2e-4, batch 128, clip 1, EMA 0.9999; NCSNv2's lr 1e-4 and EMA 0.999
+  for NCSN), with self-attention at 4x4 only instead of 16x16 and no learning-rate warm-up.
+  What is scaled is the length: 100k steps (12.8 M images) instead of DDPM's 800k and score_sde's
+  1.3 M, so the samples are good but not the papers' FID. One training image costs 34.3 GFLOP
+  (forward and backward, `torch.utils.flop_counter`): 4.4e17 FLOP in all, about 75 minutes at a
+  sustained 100 TFLOP/s in bf16 (`benchmarks/gpu_throughput.py` measures the real rate).
+- NCSN on CIFAR-10 follows NCSNv2 (Song & Ermon, 2020) in [-1, 1] instead of [0, 1], so its
+  sigmas double: sigma_1 = 100, sigma_L = 0.02, and the ratio rule for D = 3072 gives L = 220
+  levels (NCSNv2: 232), T = 5 moves per level.
+- MNIST has no published score-SDE recipe; it takes the CIFAR-10 layout one size down (64
+  channels, multipliers 1, 2, 2 for 28 -> 14 -> 7, 6.1 M parameters, 6.5 GFLOP per training image)
+  and 20k steps of batch 128 (43 epochs, 1.7e16 FLOP: minutes). Its NCSN ladder runs from
+  sigma_1 = 30, about the largest distance between two MNIST digits in [-1, 1] (a digit holds
+  sum p^2 = 88 of ink on average, from MNIST's pixel mean 0.131 and std 0.308, so two with
+  disjoint strokes lie 2 sqrt(176) = 27 apart, heavier pairs more), to 0.01 in L = 103 levels.
 """
 
 from __future__ import annotations
@@ -70,6 +90,15 @@ class NCSNRecipe:
         """A fresh, untrained score model score_fn(x, sigma)."""
         return SigmaConditionedScore(UNet(self.unet))
 
+    def sde(self) -> VESDE:
+        """The VE SDE whose kernel std sigma(t) runs over the ladder's range (NCSN is its discretization)."""
+        return VESDE(self.sigma_min, self.sigma_max)
+
+    def time_score(self, model: nn.Module):
+        """The model as a time-conditioned score score_fn(x, t) = s(x, sigma(t)) for the SDE samplers."""
+        sde = self.sde()
+        return lambda x, t: model(x, sde.marginal_std(t))
+
     def loss(self, model: nn.Module, batch: Tensor, generator: torch.Generator) -> Tensor:
         """The weighted multi-sigma objective, lambda(sigma) = sigma^2 (`losses.ncsn_loss`)."""
         return ncsn_loss(model, batch, self.sigmas().to(batch.device), generator=generator)
@@ -104,9 +133,14 @@ class ScoreSDERecipe:
         """A fresh, untrained score model score_fn(x, t)."""
         return ScoreFromEps(UNet(self.unet), self.sde())
 
+    def time_score(self, model: nn.Module):
+        """The model itself: it is already a score_fn(x, t)."""
+        return model
+
     def loss(self, model: nn.Module, batch: Tensor, generator: torch.Generator) -> Tensor:
-        """Continuous-time DSM with lambda(t) = sigma(t)^2, the noise-prediction MSE (`losses.dsm_loss`)."""
-        return dsm_loss(model, model.sde, batch, generator=generator)
+        """Continuous-time DSM with lambda(t) = sigma(t)^2, the noise-prediction MSE (`losses.dsm_loss`).
+        The SDE is the recipe's, so `model` may be wrapped (DistributedDataParallel)."""
+        return dsm_loss(model, self.sde(), batch, generator=generator)
 
 
 Recipe = NCSNRecipe | ScoreSDERecipe
@@ -131,7 +165,6 @@ _MNIST_UNET = dict(image_size=28, in_channels=1, channels=64, channel_mult=(1, 2
                    attention=True, fourier_scale=16.0)
 _MNIST_TRAIN = TrainConfig(steps=20_000, lr=2e-4, batch_size=128, ema_decay=0.999, amp=True, seed=0)
 
-# MNIST in [-1, 1]: the largest pairwise distance is about 30 (two digits with disjoint strokes)
 MNIST_NCSN = NCSNRecipe(
     name="mnist-ncsn", unet=UNetConfig(**_MNIST_UNET), sigma_max=30.0, sigma_min=0.01,
     n_levels=noise_levels.n_levels(30.0, 0.01, noise_levels.geometric_ratio(784)), n_steps_each=5,
@@ -140,13 +173,28 @@ MNIST_NCSN = NCSNRecipe(
 MNIST_VP = ScoreSDERecipe(name="mnist-vp", unet=UNetConfig(**_MNIST_UNET), beta_min=0.1, beta_max=20.0,
                           train=_MNIST_TRAIN)
 
+_CIFAR10_UNET = dict(image_size=32, in_channels=3, channels=128, channel_mult=(1, 2, 2, 2), num_res_blocks=2,
+                     attention=True, num_groups=32, fourier_scale=16.0)
+_CIFAR10_TRAIN = TrainConfig(steps=100_000, lr=2e-4, batch_size=128, ema_decay=0.9999, amp=True, seed=0)
+
+CIFAR10_NCSN = NCSNRecipe(
+    name="cifar10-ncsn", unet=UNetConfig(**_CIFAR10_UNET), sigma_max=100.0, sigma_min=0.02,
+    n_levels=noise_levels.n_levels(100.0, 0.02, noise_levels.geometric_ratio(3072)), n_steps_each=5,
+    train=dataclasses.replace(_CIFAR10_TRAIN, lr=1e-4, ema_decay=0.999))
+
+CIFAR10_VP = ScoreSDERecipe(name="cifar10-vp", unet=UNetConfig(**_CIFAR10_UNET, dropout=0.1), beta_min=0.1,
+                            beta_max=20.0, train=_CIFAR10_TRAIN)
+
+ALL = (DIGITS_NCSN, DIGITS_VP, MNIST_NCSN, MNIST_VP, CIFAR10_NCSN, CIFAR10_VP)  # every recipe, in order
+
 
 # -- training and weights ------------------------------------------------------------------------
 def train_recipe(recipe: Recipe, images: Tensor, *, config: TrainConfig | None = None, device=None,
-                 progress: bool = True, resume=None) -> TrainState:
+                 progress: bool = True, resume=None, **options) -> TrainState:
     """Train `recipe`'s model on images: (N, C, H, W) in [-1, 1] with `config` (default the
     recipe's own). The initial weights are seeded by config.seed, so the run is reproducible;
-    `resume` continues from a checkpoint of `train.save_checkpoint` (see `train.train`)."""
+    `resume` continues from a checkpoint of `train.save_checkpoint`; `options` go to `train.train`
+    (speed, shards, handle_signals, meta, callback)."""
     config = config or recipe.train
     expected = (recipe.unet.in_channels, recipe.unet.image_size, recipe.unet.image_size)
     if not torch.is_tensor(images) or images.ndim != 4 or tuple(images.shape[1:]) != expected:
@@ -155,7 +203,7 @@ def train_recipe(recipe: Recipe, images: Tensor, *, config: TrainConfig | None =
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = recipe.model()
-    return train(model, recipe.loss, images, config, device=device, progress=progress, resume=resume)
+    return train(model, recipe.loss, images, config, device=device, progress=progress, resume=resume, **options)
 
 
 def fingerprint(recipe: Recipe) -> str:
