@@ -5,6 +5,11 @@ the library's objects.
     python -m course_lib.cli weights digits-vp --steps 2000 --out /tmp/quick.pt
     python -m course_lib.cli weights digits-vp --checkpoint-dir ckpt   # resumable: add --resume ckpt/step_0005000.pt
 
+    python -m course_lib.cli train mnist-vp          # train on this machine's GPU; run it again to resume
+    torchrun --standalone --nproc-per-node=8 -m course_lib.cli train cifar10-vp   # 8 GPUs
+    python -m course_lib.cli sample runs/mnist-vp --sampler dpm_solver_pp_2m --nfe 20 --n 64
+    python -m course_lib.cli evaluate runs/mnist-vp --n 10000
+
     python -m course_lib.cli student --out student   # the student edition of every chapter
     python -m course_lib.cli colab --out colab       # the Colab edition of every chapter
     python -m course_lib.cli grade alice.ipynb bob.ipynb --report grades.csv
@@ -13,8 +18,15 @@ the library's objects.
 `weights` trains the named recipe (`course_lib.recipes`) from its fixed seed on its data set (the
 training split of scikit-learn's digits for the digits recipes, MNIST's training set through
 torchvision for the MNIST ones) and writes the EMA weights to course_lib/weights/<name>.pt (or
---out). The editions, the grader and the book without solutions are `course_lib.editions`; see
-the instructors' page of the book. Bad arguments get a message naming the flag, never a traceback.
+--out). `train` runs a recipe in a run folder (`course_lib.runs`): it logs the loss, draws sample
+grids, keeps the last checkpoints and resumes from the latest one, at the same step and with the
+same data order and random state, after Ctrl-C, a SIGTERM or a lost runtime; under torchrun every
+process runs it (`course_lib.distributed`). `sample` draws images from a weights file, a
+checkpoint or a run folder with any sampler of `SAMPLERS` at a chosen NFE, to a PNG grid and an
+.npz; `evaluate` gives the classifier-feature Frechet distance of samples to the test set beside
+the data's own value (`course_lib.image_features`). The editions, the grader and the book without
+solutions are `course_lib.editions`; see the instructors' page of the book. Bad arguments get a
+message naming the flag, never a traceback.
 """
 
 from __future__ import annotations
@@ -28,18 +40,36 @@ from pathlib import Path
 from . import recipes
 from .runtime import get_device
 
-RECIPES = {r.name: r for r in (recipes.DIGITS_NCSN, recipes.DIGITS_VP, recipes.MNIST_NCSN, recipes.MNIST_VP)}
+RECIPES = {r.name: r for r in recipes.ALL}
 
 
 def _training_images(recipe, data_root: str, device):
     """The training images of a recipe's data set: (N, C, H, W) in [-1, 1]."""
-    if recipe.name.startswith("digits"):
-        from .digits_classifier import digits_split
+    return load_split(recipe, True, data_root, True, device).images
 
-        return digits_split(device=device)[0].images
-    from .datasets import load_mnist
 
-    return load_mnist(data_root, train=True, download=True, device=device).images
+# the data set of a recipe is named by its name's first part: digits-vp, mnist-ncsn, cifar10-vp
+DATA_SIZES = {"mnist": "about 12 MB", "cifar10": "about 170 MB"}
+
+
+def load_split(recipe, train: bool, data_root: str, download: bool, device):
+    """The training (or test) split of a recipe's data set, an ImageData on `device`; a missing
+    data set becomes a ValueError naming --data-root and saying how to get it."""
+    from . import datasets
+    from .digits_classifier import digits_split
+
+    kind = recipe.name.split("-")[0]
+    if kind == "digits":
+        return digits_split(device=device)[0 if train else 1]
+    loader = {"mnist": datasets.load_mnist, "cifar10": datasets.load_cifar10}[kind]
+    try:
+        return loader(data_root, train=train, download=download, device=device)
+    except datasets.DatasetUnavailable as err:
+        raise ValueError(
+            f"--data-root {data_root}: the {kind} {'training' if train else 'test'} split is not available "
+            f"({err}). To get it: install torchvision (the build matching your torch) and run the command "
+            f"where the network is reachable, without --no-download: it downloads {kind} ({DATA_SIZES[kind]}) "
+            f"into --data-root; or copy torchvision's {kind} files there") from None
 
 
 def weights_command(args) -> int:
@@ -78,6 +108,9 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default 1000)")
     w.add_argument("--resume", default=None, help="continue from a checkpoint of --checkpoint-dir")
     w.set_defaults(run=weights_command)
+    from .cli_runs import run_commands  # train, sample, evaluate
+
+    run_commands(sub, sys.modules[__name__])
     _edition_commands(sub)
     return p
 
