@@ -82,6 +82,8 @@ def _loss(power=2.0, sign=-1.0, clean=False, half=0.5, reduce="mean", stub=False
         sigma = sigmas[levels]
         s = append_dims(sigma, x.ndim)
         residual = score_fn(x if clean else x + s * z, sigma) - sign * z / s
+        if reduce == "elements":  # F.mse_loss's mean over every element
+            return (half * append_dims(sigma, x.ndim) ** power * residual.square()).mean()
         per_sample = half * sigma**power * residual.flatten(1).square().sum(1)
         return per_sample.mean() if reduce == "mean" else per_sample.sum()
 
@@ -96,6 +98,8 @@ def _loss(power=2.0, sign=-1.0, clean=False, half=0.5, reduce="mean", stub=False
     (dict(clean=True), "at the clean x"),
     (dict(half=1.0), "factor 1/2"),
     (dict(reduce="sum"), "sums over the batch"),
+    (dict(reduce="elements"), r"averages over each example's coordinates too \(a mean over all elements, as"),
+    (dict(reduce="elements", half=1.0), "coordinates too .* and the factor 1/2 is missing"),
     (dict(stub=True), "not implemented yet"),
 ])
 def test_loss_mistakes_are_named(wrong, message):

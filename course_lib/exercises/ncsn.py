@@ -77,6 +77,8 @@ def _weighted_loss(score_fn, x, sigmas, levels, z, weight_power=2.0, target_sign
     point = x if at_clean else x + s_b * z
     residual = score_fn(point, sigma) - target_sign * z / s_b
     per_sample = half * sigma**weight_power * residual.flatten(1).square().sum(1)
+    if reduce == "elements":  # a mean over every element, as F.mse_loss takes it
+        return per_sample.mean() / residual[0].numel()
     return per_sample.mean() if reduce == "mean" else per_sample.sum()
 
 
@@ -114,6 +116,12 @@ def check_weighted_dsm_loss(weighted_dsm_loss: Callable[..., Tensor]) -> None:
                 _weighted_loss(*args, at_clean=True),
             "the factor 1/2 is missing": _weighted_loss(*args, half=1.0),
             "it sums over the batch; take the mean": _weighted_loss(*args, reduce="sum"),
+            "it averages over each example's coordinates too (a mean over all elements, as "
+            "F.mse_loss takes it): sum the squared error over the coordinates, then average over "
+            "the batch": _weighted_loss(*args, reduce="elements"),
+            "it averages over each example's coordinates too (a mean over all elements) and the "
+            "factor 1/2 is missing: sum the squared error over the coordinates, halve it, then "
+            "average over the batch": _weighted_loss(*args, half=1.0, reduce="elements"),
         }
         _assert_close("weighted_dsm_loss", got, expected, what, hints=hints)
     print("Correct: weighted_dsm_loss = mean (1/2) sigma^2 ||s(x + sigma z, sigma) + z / sigma||^2.")
