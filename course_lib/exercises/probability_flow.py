@@ -105,7 +105,7 @@ def check_dpm_solver_1_step(dpm_solver_1_step: Callable[[Tensor, Tensor, Level, 
                  "it multiplies the data term by sigma_t instead of alpha_t": ratio * x - t.sigma * math.expm1(-h) * x0}
         got = dpm_solver_1_step(x.clone(), x0.clone(), s, t)
         _assert_close("dpm_solver_1_step", got, expected, what, hints=hints)
-    print("Correct: dpm_solver_1_step is DDIM in data prediction, for VP and VE, at the first, a middle and the last step.")
+    print("Correct: dpm_solver_1_step is DDIM in data prediction (VP and VE, first to last step).")
 
 
 def _rms(a: Tensor, b: Tensor) -> float:
@@ -147,5 +147,6 @@ def check_measured_order(measured_order: Callable) -> None:
             if abs(got - wrong) <= 1e-6 * max(abs(wrong), 1e-3):
                 fail(f"measured_order is wrong {what}: {diagnosis}")
         fail(f"measured_order returned {got:.4f} {what}; log2(e_n / e_2n) of the RMS errors is {expected:.4f}")
-    print("Correct: measured_order gives {:.2f} for DDIM, {:.2f} for DPM-Solver-2 and {:.2f} for "
-          "DPM-Solver++(2M) (theory 1, 2, 2).".format(*found))
+    # the Correct line fits the book's code column (88 characters)
+    print("Correct: orders {:.2f}, {:.2f} and {:.2f} for DDIM, DPM-Solver-2 and ++(2M) "
+          "(theory 1, 2, 2).".format(*found))
