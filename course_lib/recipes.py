@@ -147,7 +147,10 @@ Recipe = NCSNRecipe | ScoreSDERecipe
 
 _DIGITS_UNET = dict(image_size=8, in_channels=1, channels=32, channel_mult=(1, 2), num_res_blocks=1,
                     attention=True, fourier_scale=16.0)
-_DIGITS_TRAIN = TrainConfig(steps=20_000, lr=1e-3, batch_size=128, ema_decay=0.999, seed=0)
+# 10k steps (850 epochs of the 1500 training digits): the VP model's Frechet distance stops falling
+# there (55.9 at 10k, 57.6 at 20k, mean of two draws of 297 at NFE 20) while its samples move closer
+# to training digits (median nearest-neighbour distance 2.01 at 10k, 1.70 at 20k; the test digits' 2.06)
+_DIGITS_TRAIN = TrainConfig(steps=10_000, lr=1e-3, batch_size=128, ema_decay=0.999, seed=0)
 _DIGITS_GAMMA = noise_levels.geometric_ratio(64)  # 1.361 for D = 8 x 8
 
 # sigma_1 = 10: the largest distance between two of the 1500 training digits is 9.47; T = 5 moves
