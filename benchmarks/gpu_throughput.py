@@ -1,6 +1,6 @@
 """The recipes at full size on one GPU: training images/s with torch.compile and bf16 autocast
-each on and off, peak GPU memory, sampling images/s at 10, 20 and 50 NFE, and, in the same run,
-the tutorial style of training for the ratio between the two.
+each on and off (then channels-last on top of both), peak GPU memory, sampling images/s at 10,
+20 and 50 NFE, and, in the same run, the tutorial style of training for the ratio between the two.
 
     python benchmarks/gpu_throughput.py                          # every recipe, on the GPU
     python benchmarks/gpu_throughput.py --recipes mnist-vp cifar10-vp --steps 200
@@ -131,7 +131,8 @@ def _peak_mb(device) -> str:
     return f"{torch.cuda.max_memory_allocated(device) / 2**20:,.0f}" if device.type == "cuda" else "n/a"
 
 
-def course_rate(work: Workload, images, device, args, *, compile: bool, bf16: bool) -> float:
+def course_rate(work: Workload, images, device, args, *, compile: bool, bf16: bool,
+                channels_last: bool = False) -> float:
     """Images/s of `train` (data on the device) between its first log point, after `args.warmup`
     steps, and its last, `args.steps` steps later."""
     timed = args.warmup * max(1, round(args.steps / args.warmup))
@@ -143,7 +144,8 @@ def course_rate(work: Workload, images, device, args, *, compile: bool, bf16: bo
         torch.manual_seed(0)
         model = work.make()
     train(model, work.loss, images, config, device=device, progress=False,
-          speed=Speed(compile=compile, compile_backend=backend), callback=lambda state: clock.append(time.perf_counter()))
+          speed=Speed(compile=compile, compile_backend=backend, channels_last=channels_last),
+          callback=lambda state: clock.append(time.perf_counter()))
     return timed * work.batch_size / (clock[-1] - clock[0])
 
 
@@ -191,15 +193,17 @@ def training_table(recipe, images, device, args, done: set) -> list[tuple[str, f
         done.add(work.name)
         params = recipes.parameter_count(work.make()) / 1e6
         best = 0.0
-        for compile, bf16 in itertools.product((False, True), repeat=2):
+        cuda = device.type == "cuda"
+        for compile, bf16, nhwc in [(c, b, False) for c, b in itertools.product((False, True), repeat=2)] + [
+                (True, cuda, True)]:  # the fastest setting, then with channels-last (--channels-last)
             row = f"{work.name:<22} {params:>6.2f}M {work.batch_size:>5} {_on(compile):>7} {_on(bf16):>5}"
-            if bf16 and device.type != "cuda":
+            if bf16 and not cuda:
                 print(f"{row} {'skipped':>10} {'':>8}  bf16 autocast is used on CUDA only")
                 continue
             _reset_memory(device)
-            rate = course_rate(work, images, device, args, compile=compile, bf16=bf16)
+            rate = course_rate(work, images, device, args, compile=compile, bf16=bf16, channels_last=nhwc)
             best = max(best, rate)
-            note = "eager backend (traced only)" if compile and device.type != "cuda" else ""
+            note = ("channels-last " if nhwc else "") + ("eager backend (traced only)" if compile and not cuda else "")
             print(f"{row} {rate:>10,.1f} {_peak_mb(device):>8}  course_lib.train {note}", flush=True)
         _reset_memory(device)
         base = tutorial_rate(work, images.cpu(), device, args)

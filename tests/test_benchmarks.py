@@ -41,7 +41,8 @@ def quick(capsys, recipe):
 def test_quick_prints_every_table(capsys):
     out = quick(capsys, "digits-vp")
     rows = [line for line in out.splitlines() if line.startswith("digits-tiny-vp")]
-    assert sum("course_lib.train" in r for r in rows) == 2  # compile off and on
+    assert sum("course_lib.train" in r for r in rows) == 3  # compile off and on, channels-last
+    assert sum("channels-last" in r for r in rows) == 1
     assert sum("bf16 autocast is used on CUDA only" in r for r in rows) == 2
     assert sum("tutorial style" in r for r in rows) == 1
     assert sum(r.rstrip().endswith("x") for r in rows) == 1  # the ratio table
@@ -52,5 +53,5 @@ def test_quick_prints_every_table(capsys):
 def test_quick_measures_the_tutorial_unet_beside_a_recipe(capsys):
     out = quick(capsys, "mnist-vp")
     rows = [line for line in out.splitlines() if line.startswith("TutorialUNet 1x28x28")]
-    assert sum("course_lib.train" in r for r in rows) == 2 and sum("tutorial style" in r for r in rows) == 1
+    assert sum("course_lib.train" in r for r in rows) == 3 and sum("tutorial style" in r for r in rows) == 1
     assert rows[-1].rstrip().endswith("x")
