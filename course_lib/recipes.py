@@ -154,12 +154,14 @@ _DIGITS_TRAIN = TrainConfig(steps=10_000, lr=1e-3, batch_size=128, ema_decay=0.9
 _DIGITS_GAMMA = noise_levels.geometric_ratio(64)  # 1.361 for D = 8 x 8
 
 # sigma_1 = 10: the largest distance between two of the 1500 training digits is 9.47; T = 5 moves
-# per level (NCSNv2's choice) keeps sampling 297 digits to seconds on a CPU; 12k steps are about
-# 40 minutes on one quiet core
+# per level (NCSNv2's choice) keeps sampling 297 digits to seconds on a CPU; 6k steps (about 12
+# minutes on two quiet cores), where the samples' median nearest-neighbour distance to the training
+# digits, 2.10, is the test digits' 2.06 (1.80 at 9k, 1.57 at 12k: drifting towards copies) and the
+# Frechet distance 42.6 (two draws of 297; 54 at 3k, 39 to 55 at 9k and 12k)
 DIGITS_NCSN = NCSNRecipe(
     name="digits-ncsn", unet=UNetConfig(**_DIGITS_UNET), sigma_max=10.0, sigma_min=0.01,
     n_levels=noise_levels.n_levels(10.0, 0.01, _DIGITS_GAMMA), n_steps_each=5,
-    train=dataclasses.replace(_DIGITS_TRAIN, steps=12_000))
+    train=dataclasses.replace(_DIGITS_TRAIN, steps=6_000))
 
 DIGITS_VP = ScoreSDERecipe(name="digits-vp", unet=UNetConfig(**_DIGITS_UNET), beta_min=0.1, beta_max=20.0,
                            train=_DIGITS_TRAIN)
