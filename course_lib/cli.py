@@ -74,6 +74,9 @@ def load_split(recipe, train: bool, data_root: str, download: bool, device):
 
 def weights_command(args) -> int:
     recipe = RECIPES[args.recipe]
+    if args.steps is not None and args.steps != recipe.train.steps and args.out is None:
+        raise ValueError(f"--steps {args.steps} is not {recipe.name}'s {recipe.train.steps}: give --out, so the "
+                         f"shipped {recipes.weights_path(recipe).name} is not overwritten by other weights")
     changes = {} if args.steps is None else {"steps": args.steps}
     if args.checkpoint_dir is not None:  # bookkeeping only: the trajectory is the same
         changes.update(checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every)
@@ -86,12 +89,15 @@ def weights_command(args) -> int:
     seconds = time.perf_counter() - start
     model = state.ema_model if state.ema_model is not None else state.model
     tail = state.loss_history[-500:]
-    path = recipes.save_weights(recipe, model, args.out, steps=state.step, seconds=seconds,
+    # the file's fingerprint records the steps it was trained for: another count is another recipe
+    trained = recipes.replace_train(recipe, steps=config.steps)
+    path = recipes.save_weights(trained, model, args.out, steps=state.step, seconds=seconds,
                                 final_loss=sum(tail) / len(tail), device=str(device))
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) after {seconds / 60:.1f} min; "
           f"mean loss of the last {len(tail)} steps {sum(tail) / len(tail):.4f}")
-    if args.steps is not None and args.out is None:
-        print("note: --steps differs from the recipe's, so these weights are not the shipped ones")
+    if trained != recipe:
+        print(f"note: {config.steps} steps, not the recipe's {recipe.train.steps}: load it with "
+              f"recipes.load_weights(recipes.replace_train(recipes.<RECIPE>, steps={config.steps}), path)")
     return 0
 
 

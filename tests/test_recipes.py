@@ -85,3 +85,18 @@ def test_cli_trains_and_writes_weights(tmp_path, monkeypatch, capsys):
     assert cli.main(["weights", "digits-tiny", "--out", str(out), "--device", "cpu"]) == 0
     assert "wrote" in capsys.readouterr().out
     recipes.load_weights(cli.RECIPES["digits-tiny"], out)
+
+
+def test_cli_weights_of_another_step_count_are_another_recipe(tmp_path, monkeypatch, capsys):
+    """--steps that differ from the recipe's: never over the shipped file, and the file's
+    fingerprint records the steps, so it does not load as the recipe's own weights."""
+    tiny = dataclasses.replace(TINY_VP, name="digits-tiny")
+    monkeypatch.setitem(cli.RECIPES, "digits-tiny", tiny)
+    assert cli.main(["weights", "digits-tiny", "--steps", "2", "--device", "cpu"]) == 2
+    assert "--steps 2 is not digits-tiny's 3: give --out" in capsys.readouterr().err
+    out = tmp_path / "w.pt"
+    assert cli.main(["weights", "digits-tiny", "--steps", "2", "--out", str(out), "--device", "cpu"]) == 0
+    assert "not the recipe's 3" in capsys.readouterr().out
+    with pytest.raises(recipes.WeightsUnavailable, match="other settings"):
+        recipes.load_weights(tiny, out)
+    recipes.load_weights(recipes.replace_train(tiny, steps=2), out)
