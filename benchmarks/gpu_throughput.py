@@ -271,10 +271,10 @@ def parse(argv=None):
     p.add_argument("--data-root", default="data", help="where the data sets are (downloaded when missing)")
     p.add_argument("--random-data", action="store_true", help="random images of each recipe's shape")
     p.add_argument("--quick", action="store_true",
-                   help="tiny recipes, random data, 4 timed steps, 8 samples, no workers: checks the script runs")
+                   help="tiny recipes, random data, 2 timed steps, 8 samples, no workers: checks the script runs")
     args = p.parse_args(argv)
     if args.quick:
-        args.steps, args.warmup, args.samples, args.workers = 4, 2, 8, 0
+        args.steps, args.warmup, args.samples, args.workers = 2, 1, 8, 0
     for flag in ("steps", "warmup", "samples"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag} must be a positive integer")
