@@ -287,14 +287,15 @@ def score_calls_only(score_fn, sde, x, nfe, generator):
 
 
 def timing(cfg: Config, mixture, sde, rows: list[Entry]) -> dict:
-    """Wall time per 10k samples at cfg.timing_nfe (float32, best of two runs) and overhead share."""
+    """Wall time per 10k samples at cfg.timing_nfe (float32, best of five runs: two were too few
+    on a busy machine) and overhead share."""
     mixture32 = mixture.to(dtype=torch.float32)
     x = sde.prior_sampling((cfg.n_timing, mixture.dim), generator=torch.Generator().manual_seed(6))
     out = {}
     floor = Entry("(score calls only: the floor)", score_calls_only, stochastic=False)
     for entry in [floor, *rows]:
         best = None
-        for _ in range(2):
+        for _ in range(5):
             timed = TimedScore(mixture32.score_fn(sde))
             start = time.perf_counter()
             entry.run(timed, sde, x, cfg.timing_nfe, torch.Generator().manual_seed(7))
@@ -328,7 +329,7 @@ def print_metric(cfg: Config, rows, results, key: str, title: str, order: bool =
 
 
 def print_timing(cfg: Config, times: dict) -> None:
-    print(f"\n  wall time per 10k samples at NFE {cfg.timing_nfe} (float32, {cfg.n_timing} samples, best of 2)")
+    print(f"\n  wall time per 10k samples at NFE {cfg.timing_nfe} (float32, {cfg.n_timing} samples, best of 5)")
     print(f"  {'sampler':30s}{'ms / 10k':>10s}{'outside score':>15s}")
     for name, (ms_per, share) in times.items():
         print(f"  {name:30s}{ms_per * 1e3:>10.1f}{100 * share:>14.1f}%")
