@@ -20,6 +20,17 @@ from course_lib.image_features import ClassifierConfig
 
 from run_tiny_cli import TINY
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread, as the subprocesses these runs are compared with (OMP_NUM_THREADS=1): with
+    both cores, as under `make test`, a reduction sums in another order and the runs differ."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("run_tiny_cli.py")
 
@@ -94,9 +105,10 @@ def test_every_sampler_spends_the_nfe_it_states(kind):
         x = runs.generate(recipe, model, sampler.run, 3, nfe, batch_size=2, device="cpu")
         assert x.shape == (3, 1, 8, 8) and torch.isfinite(x).all() and x.abs().max() <= 1, name
         spent = sampler.spent(recipe, nfe)
-        assert calls[:len(calls) // 2] == [2] * (len(calls) // 2), name  # batches of 2, then of 1
+        twos = calls.count(2)  # batches of 2, then of 1 (an adaptive solver may take other steps on each)
+        assert twos > 0 and calls == [2] * twos + [1] * (len(calls) - twos), name
         if spent is not None:
-            assert len(calls) == 2 * spent, f"{name}: {len(calls) // 2} evaluations, {spent} stated"
+            assert twos == len(calls) - twos == spent, f"{name}: {calls.count(1)} evaluations, {spent} stated"
 
 
 def test_the_default_sampler_is_the_librarys(monkeypatch):

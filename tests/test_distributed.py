@@ -20,6 +20,17 @@ from course_lib.train import Speed, TrainConfig, train
 
 from run_tiny_cli import TINY
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread, as the subprocesses these runs are compared with (OMP_NUM_THREADS=1): with
+    both cores, as under `make test`, a reduction sums in another order and the runs differ."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("run_tiny_cli.py")
 RECIPE = TINY["digits-tiny-vp"]
