@@ -124,3 +124,18 @@ def test_the_repository_url_is_written_in_one_place():
     assert holders == ["_config.yml"], (
         f"{owner_name} is written in {holders}: only _config.yml's repository.url may name the "
         "repository (chapters: copy chapter 1's bootstrap cell, which names none)")
+
+
+def test_the_books_own_bootstrap_does_nothing_outside_colab_and_points_to_the_edition_inside(monkeypatch):
+    """book/'s first cell names no repository: in a clone it is a no-op; in Colab without
+    course_lib it stops with the way to the Colab edition, not at a later ImportError."""
+    import importlib.util
+    import types
+
+    exec(bootstrap.SOURCE, {})  # here: course_lib is installed, not Colab
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "course_lib" else real(name, *a))
+    exec(bootstrap.SOURCE, {})  # not Colab either: nothing to do
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    with pytest.raises(RuntimeError, match="the book's Colab button"):
+        exec(bootstrap.SOURCE, {})

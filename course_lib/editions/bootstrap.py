@@ -1,7 +1,9 @@
 """Every chapter's first cell, which installs course_lib where it is missing.
 
 In `book/` the cell names no repository (`COURSE_LIB = None`), so it does nothing in the book,
-in nbval and in a clone of the repository (where `pip install -e .` installed the package).
+in nbval and in a clone of the repository (where `pip install -e .` installed the package);
+opened in Colab straight from the repository, it says to use the book's Colab button instead of
+failing later on `import course_lib`.
 The Colab and student editions write the requirement derived from `_config.yml`'s
 `repository.url` into it; pip then installs course_lib and whatever of its requirements is
 missing, and keeps Colab's own torch (`torch>=2.1` is already satisfied there).
@@ -21,7 +23,10 @@ import importlib.util, subprocess, sys
 COURSE_LIB = None  # what pip installs; `course colab` and `course student` write it
 if COURSE_LIB and not importlib.util.find_spec("course_lib"):
     pip = [sys.executable, "-m", "pip", "install", "-q", COURSE_LIB]
-    subprocess.run(pip, check=True)'''
+    subprocess.run(pip, check=True)
+elif "google.colab" in sys.modules and not importlib.util.find_spec("course_lib"):
+    raise RuntimeError("this copy of the chapter installs nothing: open the chapter with "
+                       "the book's Colab button, which opens its Colab edition")'''
 
 TITLE = "#@title Install course_lib (run this cell first)"
 
