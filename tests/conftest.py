@@ -1,4 +1,5 @@
-"""Shared test setup: the `ci` size profile, and the HTML book built once per session."""
+"""Shared test setup: the `ci` size profile, the HTML book built once per session, and one
+torch thread for tests that compare an in-process run with a subprocess."""
 
 import os
 import subprocess
@@ -6,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 # Every chapter (executed by nbval or by the book build) runs at CI size unless told otherwise.
 os.environ.setdefault("COURSE_PROFILE", "ci")
@@ -31,3 +33,13 @@ def book_html(book_build):
     if returncode != 0:
         pytest.fail("the book build failed; see test_book_builds_without_warnings")
     return html
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread, as the subprocesses of the CLI and torchrun tests (OMP_NUM_THREADS=1):
+    with both cores, as under `make test`, a reduction sums in another order and the runs differ."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -21,14 +21,7 @@ from course_lib.image_features import ClassifierConfig
 from run_tiny_cli import TINY
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread, as the subprocesses these runs are compared with (OMP_NUM_THREADS=1): with
-    both cores, as under `make test`, a reduction sums in another order and the runs differ."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # as the subprocesses compared with
 
 
 ROOT = Path(__file__).resolve().parents[1]
