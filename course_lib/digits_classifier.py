@@ -143,6 +143,18 @@ def batched_features(model: DigitsClassifier, images: Tensor, batch_size: int = 
         return torch.cat([model.features(b.to(device)) for b in images.split(batch_size)])
 
 
+def as_digits(images: Tensor) -> Tensor:
+    """Images in [-1, 1] as the classifier's 8x8 digits: (N, 1, 8, 8) clamped to [-1, 1] pass
+    through; MNIST's (N, 1, 28, 28) are cropped to their central 20x20 box, where the strokes
+    are, and average-pooled to 8x8 (so chapters can score MNIST samples at gpu size too)."""
+    if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 1 \
+            or tuple(images.shape[2:]) not in ((8, 8), (28, 28)):
+        raise ValueError(f"images must have shape (N, 1, 8, 8) or (N, 1, 28, 28), got "
+                         f"{getattr(images, 'shape', images)}")
+    x = images.clamp(-1, 1)
+    return x if x.shape[-1] == 8 else nn.functional.adaptive_avg_pool2d(x[..., 4:24, 4:24], 8)
+
+
 def digits_fd(samples: Tensor, reference: Tensor, *, classifier: DigitsClassifier | None = None) -> Tensor:
     """Frechet distance between digit samples and reference digits in classifier features.
 

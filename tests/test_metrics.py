@@ -318,3 +318,16 @@ def test_digits_classifier_trains_inside_no_grad():
     with torch.no_grad():
         model = train_digits_classifier(steps=2)
     assert not model.training  # before the fix, backward() raised: no grad inside no_grad()
+
+
+def test_as_digits_passes_digits_and_pools_mnist_to_8x8():
+    from course_lib.digits_classifier import as_digits
+
+    digits = torch.linspace(-2, 2, 64).reshape(1, 1, 8, 8)
+    assert torch.equal(as_digits(digits), digits.clamp(-1, 1))
+    mnist = torch.full((2, 1, 28, 28), -1.0)
+    mnist[..., 4:24, 4:24] = 0.5  # the central 20x20 box alone carries ink
+    out = as_digits(mnist)
+    assert out.shape == (2, 1, 8, 8) and torch.allclose(out, torch.full_like(out, 0.5))
+    with pytest.raises(ValueError, match=r"images must have shape \(N, 1, 8, 8\) or \(N, 1, 28, 28\)"):
+        as_digits(torch.zeros(2, 3, 32, 32))
